@@ -1,0 +1,90 @@
+"""The ``kneel`` command: a thin shell whose subcommands each parse arguments and call one library function.
+
+Each subcommand lives in its own module ``kneel.cli.<name>`` (imported only when used, so ``kneel --help`` is fast)
+with ``add_arguments(parser)`` and ``run(args) -> int``. Errors derived from ``KneelError`` are printed as one line;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+from kneel import __version__
+from kneel.errors import KneelError
+
+# name -> (module, one-line help). Order is the order shown by --help.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("kneel.cli.info", "print spacing, photometry, bits and transfer syntax of radiographs (or the error)"),
+    "synth": ("kneel.cli.synth", "generate synthetic bilateral knee radiographs with exact ground truth"),
+    "prepare": ("kneel.cli.prepare", "build the low-cost and high-cost training datasets from DICOMs + annotations"),
+    "train": ("kneel.cli.train", "train a low-cost or high-cost model (cross-validation, transfer, DDP)"),
+    "experiments": ("kneel.cli.experiments", "run a grid of training experiments (one per GPU, or in turn)"),
+    "predict": ("kneel.cli.predict", "find landmarks in radiographs (files, folders, globs, lists)"),
+    "evaluate": ("kneel.cli.evaluate", "compare predicted landmarks with ground truth: tables, curves, examples"),
+    "evaluate-cv": ("kneel.cli.evaluate_cv", "report on the out-of-fold predictions of a training run"),
+    "serve": ("kneel.cli.serve", "HTTP service for landmark prediction"),
+    "convert-snapshot": ("kneel.cli.convert_snapshot", "convert reference KNEEL snapshots to kneel's model format"),
+    "export-onnx": ("kneel.cli.export_onnx", "export a model to ONNX (soft-argmax inside, dynamic batch)"),
+    "demo": ("kneel.cli.demo", "synthetic cohort -> prepare -> train -> predict -> evaluate -> report.html"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    """Subcommands whose module exists (parts of the project can be missing in a partial install)."""
+    found = {}
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            found[name] = (module, help_text)
+    return found
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, str]]:
+    parser = argparse.ArgumentParser(
+        prog="kneel",
+        description="Anatomical landmarks in knee radiographs (KNEEL, arXiv 1907.12237, re-implemented).",
+    )
+    parser.add_argument("--version", action="version", version=f"kneel {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules: dict[str, str] = {}
+    for name, (module, help_text) in _available().items():
+        modules[name] = module
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, modules = build_parser()
+    # Two-phase parse: find the subcommand, then let its module build its own parser.
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    if not argv or argv[0] not in modules:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(modules[name])
+    sub_parser = argparse.ArgumentParser(prog=f"kneel {name}", description=SUBCOMMANDS[name][1])
+    module.add_arguments(sub_parser)
+    sub_args = sub_parser.parse_args(rest)
+    try:
+        return int(module.run(sub_args) or 0)
+    except KneelError as exc:
+        if debug:
+            raise
+        print(f"kneel {name}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"kneel {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

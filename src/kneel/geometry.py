@@ -1,0 +1,187 @@
+"""Coordinate frames as explicit affine transforms: compose, invert exactly, apply to points and images.
+
+Convention used everywhere in kneel: points are ``(x, y)`` float arrays in pixels, ``x`` along columns and ``y``
+along rows, with the *centre* of pixel ``(row=i, col=j)`` at ``(x=j, y=i)``. Spacing is ``(row_mm, col_mm)``.
+OpenCV's ``warpAffine`` uses the same pixel-centre convention, so the matrix that moves points is the matrix that
+moves the image. Dataset preparation, augmentation and inference all go through this module, so a landmark takes
+the same path into the network as a prediction takes out of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "Affine",
+    "resample_transform",
+    "roi_transform",
+    "warp",
+    "antialias_sigma",
+]
+
+
+@dataclass(frozen=True)
+class Affine:
+    """A 2-D affine transform as a 3x3 homogeneous matrix mapping source points to destination points.
+
+    ``a.then(b)`` is "apply ``a``, then ``b``" (matrix ``b @ a``); ``a.inverse()`` is exact up to float64 rounding.
+    """
+
+    matrix: np.ndarray
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.matrix, dtype=np.float64)
+        if m.shape == (2, 3):
+            m = np.vstack([m, [0.0, 0.0, 1.0]])
+        if m.shape != (3, 3):
+            raise ValueError(f"affine matrix must be 2x3 or 3x3, got {m.shape}")
+        object.__setattr__(self, "matrix", m)
+
+    # construction
+    @classmethod
+    def identity(cls) -> Affine:
+        return cls(np.eye(3))
+
+    @classmethod
+    def translation(cls, tx: float, ty: float) -> Affine:
+        return cls(np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]]))
+
+    @classmethod
+    def scaling(cls, sx: float, sy: float | None = None) -> Affine:
+        """Scale about the origin ``(0, 0)`` (the centre of the top-left pixel)."""
+        sy = sx if sy is None else sy
+        return cls(np.diag([float(sx), float(sy), 1.0]))
+
+    @classmethod
+    def rotation(cls, degrees: float, centre: Sequence[float] = (0.0, 0.0)) -> Affine:
+        """Rotate by ``degrees`` (counter-clockwise as seen on screen, y pointing down) about ``centre``."""
+        t = np.deg2rad(degrees)
+        c, s = np.cos(t), np.sin(t)
+        rot = cls(np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]))
+        cx, cy = centre
+        return cls.translation(-cx, -cy).then(rot).then(cls.translation(cx, cy))
+
+    @classmethod
+    def mirror_x(cls, width: int | float) -> Affine:
+        """Horizontal mirror of an image ``width`` pixels wide: ``x -> width - 1 - x``, as ``cv2.flip(img, 1)``."""
+        return cls(np.array([[-1.0, 0.0, float(width) - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+
+    # algebra
+    def then(self, other: Affine) -> Affine:
+        """The transform that applies ``self`` first and ``other`` second."""
+        return Affine(other.matrix @ self.matrix)
+
+    def inverse(self) -> Affine:
+        return Affine(np.linalg.inv(self.matrix))
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Map points of shape ``(..., 2)`` (x, y); NaN points stay NaN."""
+        pts = np.asarray(points, dtype=np.float64)
+        flat = pts.reshape(-1, 2)
+        out = flat @ self.matrix[:2, :2].T + self.matrix[:2, 2]
+        return out.reshape(pts.shape)
+
+    @property
+    def cv2_matrix(self) -> np.ndarray:
+        """The 2x3 matrix for ``cv2.warpAffine``."""
+        return self.matrix[:2, :].astype(np.float64)
+
+    @property
+    def scale_factors(self) -> tuple[float, float]:
+        """Lengths of the images of the unit x and y vectors (how much the transform stretches each axis)."""
+        m = self.matrix[:2, :2]
+        return float(np.hypot(m[0, 0], m[1, 0])), float(np.hypot(m[0, 1], m[1, 1]))
+
+    def to_list(self) -> list[list[float]]:
+        return self.matrix.tolist()
+
+    @classmethod
+    def from_list(cls, values: Sequence[Sequence[float]]) -> Affine:
+        return cls(np.asarray(values, dtype=np.float64))
+
+
+def resample_transform(spacing_src: Sequence[float], spacing_dst: float | Sequence[float]) -> Affine:
+    """Map pixel coordinates of an image at ``spacing_src`` (row_mm, col_mm) to a grid at ``spacing_dst``.
+
+    Pixel *edges* are preserved: the top-left corner of the image, at ``(-0.5, -0.5)``, stays there, so
+    ``x_dst = (x_src + 0.5) * col_src / col_dst - 0.5``. This is OpenCV's ``resize`` convention.
+    """
+    row_src, col_src = (float(v) for v in spacing_src)
+    if isinstance(spacing_dst, int | float):
+        row_dst = col_dst = float(spacing_dst)
+    else:
+        row_dst, col_dst = (float(v) for v in spacing_dst)
+    sx, sy = col_src / col_dst, row_src / row_dst
+    return Affine.translation(0.5, 0.5).then(Affine.scaling(sx, sy)).then(Affine.translation(-0.5, -0.5))
+
+
+def roi_transform(
+    centre_xy: Sequence[float],
+    spacing: Sequence[float],
+    roi_size_px: int,
+    out_spacing: float,
+    mirror: bool = False,
+) -> Affine:
+    """Original-image pixels -> a square ROI of ``roi_size_px`` pixels at ``out_spacing`` mm, centred on ``centre_xy``.
+
+    The centre lands on ROI pixel ``(roi_size_px // 2, roi_size_px // 2)`` (233 for the 466-px high-cost ROI, as in
+    the published annotations). With ``mirror`` the ROI is flipped horizontally afterwards (left knees).
+    """
+    row_mm, col_mm = (float(v) for v in spacing)
+    cx, cy = (float(v) for v in centre_xy)
+    half = roi_size_px // 2
+    transform = (
+        Affine.translation(-cx, -cy)
+        .then(Affine.scaling(col_mm / out_spacing, row_mm / out_spacing))
+        .then(Affine.translation(half, half))
+    )
+    if mirror:
+        transform = transform.then(Affine.mirror_x(roi_size_px))
+    return transform
+
+
+def antialias_sigma(scale: float) -> float:
+    """Gaussian sigma (in source pixels) that suppresses aliasing when shrinking by ``scale`` (< 1); 0 otherwise."""
+    if scale >= 1.0:
+        return 0.0
+    return max(0.0, (1.0 / scale - 1.0) / 2.0)
+
+
+def warp(
+    image: np.ndarray,
+    transform: Affine,
+    out_size: tuple[int, int],
+    *,
+    antialias: bool = True,
+    interpolation: int = cv2.INTER_LINEAR,
+    border_value: float = 0.0,
+) -> np.ndarray:
+    """Resample ``image`` so that output pixel ``p`` shows source point ``transform.inverse().apply(p)``.
+
+    ``out_size`` is ``(height, width)``. With ``antialias`` the source is low-pass filtered first when the
+    transform shrinks it, so strong downsampling (0.15 mm -> 1 mm) does not alias. Outside the source is
+    ``border_value``.
+    """
+    src = np.ascontiguousarray(image)
+    if src.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        src = src.astype(np.float32)
+    if antialias:
+        sx, sy = transform.scale_factors
+        sig_x, sig_y = antialias_sigma(sx), antialias_sigma(sy)
+        if sig_x > 0.3 or sig_y > 0.3:
+            src = cv2.GaussianBlur(
+                src.astype(np.float32, copy=False), (0, 0), sigmaX=max(sig_x, 1e-3), sigmaY=max(sig_y, 1e-3)
+            )
+    h, w = out_size
+    return cv2.warpAffine(
+        src,
+        transform.cv2_matrix,
+        (int(w), int(h)),
+        flags=interpolation,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=border_value,
+    )
