@@ -1,0 +1,28 @@
+"""Files shipped inside the package: the published KNEEL annotations (748 OAI knees).
+
+They are used for the synthetic generator's shapes and for tests. Terms: non-commercial research use; cite
+Tiulpin, Melekhov, Saarakkala, "KNEEL: Knee Anatomical Landmark Localization Using Hourglass Networks",
+ICCV 2019 Workshops, arXiv:1907.12237 (see ``data/annotations/README.md``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["annotations_dir", "bf_landmarks_csv", "via_points_csv"]
+
+
+def annotations_dir() -> Path:
+    """Folder with the published annotation files shipped in the package."""
+    return Path(__file__).resolve().parent / "data" / "annotations"
+
+
+def bf_landmarks_csv() -> Path:
+    """``bf_landmarks_1_0.3.csv``: 748 knees, 16 landmarks each in the 0.3 mm ROI frame."""
+    return annotations_dir() / "bf_landmarks_1_0.3.csv"
+
+
+def via_points_csv(refined: bool = True) -> Path:
+    """The VIA point CSV in original-image pixels (``refined`` after manual correction, else raw BoneFinder)."""
+    name = "oai_landmarks_00_via_format_refined.csv" if refined else "oai_landmarks_00_via_format.csv"
+    return annotations_dir() / name
