@@ -2,7 +2,7 @@
 
 They are used for the synthetic generator's shapes and for tests. Terms: non-commercial research use; cite
 Tiulpin, Melekhov, Saarakkala, "KNEEL: Knee Anatomical Landmark Localization Using Hourglass Networks",
-ICCV 2019 Workshops, arXiv:1907.12237 (see ``data/annotations/README.md``).
+ICCV 2019 Workshops, arXiv:1907.12237 (see ``assets/annotations/README.md``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ __all__ = ["annotations_dir", "bf_landmarks_csv", "via_points_csv"]
 
 def annotations_dir() -> Path:
     """Folder with the published annotation files shipped in the package."""
-    return Path(__file__).resolve().parent / "data" / "annotations"
+    return Path(__file__).resolve().parent / "assets" / "annotations"
 
 
 def bf_landmarks_csv() -> Path:
