@@ -17,10 +17,12 @@ import numpy as np
 
 __all__ = [
     "Affine",
+    "Homography",
     "resample_transform",
     "roi_transform",
     "warp",
     "antialias_sigma",
+    "warp_perspective",
 ]
 
 
@@ -180,6 +182,124 @@ def warp(
     return cv2.warpAffine(
         src,
         transform.cv2_matrix,
+        (int(w), int(h)),
+        flags=interpolation,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=border_value,
+    )
+
+
+@dataclass(frozen=True)
+class Homography:
+    """A 2-D projective transform (3x3 matrix) mapping source points to destination points.
+
+    The perspective counterpart of :class:`Affine`, used by training augmentation: ``h.then(g)`` applies ``h`` first;
+    ``apply`` divides by the homogeneous coordinate. An affine transform is a homography with last row ``(0, 0, 1)``.
+    """
+
+    matrix: np.ndarray
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.matrix, dtype=np.float64)
+        if m.shape != (3, 3):
+            raise ValueError(f"homography matrix must be 3x3, got {m.shape}")
+        object.__setattr__(self, "matrix", m)
+
+    @classmethod
+    def identity(cls) -> Homography:
+        return cls(np.eye(3))
+
+    @classmethod
+    def from_affine(cls, affine: Affine) -> Homography:
+        return cls(affine.matrix.copy())
+
+    @classmethod
+    def perspective(cls, px: float, py: float, centre: Sequence[float] = (0.0, 0.0)) -> Homography:
+        """Pure perspective about ``centre``: ``(x, y) -> (x, y) / (1 + px*(x-cx) + py*(y-cy))`` (centre fixed)."""
+        cx, cy = (float(v) for v in centre)
+        m = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [float(px), float(py), 1.0]])
+        to_origin = Affine.translation(-cx, -cy).matrix
+        back = Affine.translation(cx, cy).matrix
+        return cls(back @ m @ to_origin)
+
+    def then(self, other: Homography | Affine) -> Homography:
+        """The transform that applies ``self`` first and ``other`` second."""
+        return Homography(other.matrix @ self.matrix)
+
+    def inverse(self) -> Homography:
+        return Homography(np.linalg.inv(self.matrix))
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Map points of shape ``(..., 2)`` (x, y); NaN points stay NaN."""
+        pts = np.asarray(points, dtype=np.float64)
+        flat = pts.reshape(-1, 2)
+        hom = flat @ self.matrix[:, :2].T + self.matrix[:, 2]
+        out = hom[:, :2] / hom[:, 2:3]
+        return out.reshape(pts.shape)
+
+    @property
+    def is_affine(self) -> bool:
+        return bool(np.allclose(self.matrix[2, :2], 0.0, atol=1e-15) and self.matrix[2, 2] != 0.0)
+
+    def to_affine(self) -> Affine:
+        """The same transform as an :class:`Affine`; ``ValueError`` if it has perspective terms."""
+        if not self.is_affine:
+            raise ValueError("homography has perspective terms; it is not affine")
+        return Affine(self.matrix / self.matrix[2, 2])
+
+    def local_scale(self, point: Sequence[float]) -> tuple[float, float]:
+        """How much the transform stretches the x and y axes near source ``point`` (column norms of the Jacobian)."""
+        x, y = (float(v) for v in point)
+        m = self.matrix
+        w = m[2, 0] * x + m[2, 1] * y + m[2, 2]
+        u = m[0, 0] * x + m[0, 1] * y + m[0, 2]
+        v = m[1, 0] * x + m[1, 1] * y + m[1, 2]
+        jac = np.array(
+            [
+                [(m[0, 0] * w - u * m[2, 0]) / w**2, (m[0, 1] * w - u * m[2, 1]) / w**2],
+                [(m[1, 0] * w - v * m[2, 0]) / w**2, (m[1, 1] * w - v * m[2, 1]) / w**2],
+            ]
+        )
+        return float(np.hypot(jac[0, 0], jac[1, 0])), float(np.hypot(jac[0, 1], jac[1, 1]))
+
+    def to_list(self) -> list[list[float]]:
+        return self.matrix.tolist()
+
+
+def warp_perspective(
+    image: np.ndarray,
+    transform: Homography | Affine,
+    out_size: tuple[int, int],
+    *,
+    antialias: bool = True,
+    antialias_at: Sequence[float] | None = None,
+    interpolation: int = cv2.INTER_LINEAR,
+    border_value: float = 0.0,
+) -> np.ndarray:
+    """Like :func:`warp` for a projective transform (one ``cv2.warpPerspective``; border ``border_value``).
+
+    With ``antialias`` the source is low-pass filtered when the transform shrinks it near source point
+    ``antialias_at`` (default: the source point shown at the centre of the output).
+    """
+    if isinstance(transform, Affine):
+        transform = Homography.from_affine(transform)
+    src = np.ascontiguousarray(image)
+    if src.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        src = src.astype(np.float32)
+    h, w = out_size
+    if antialias:
+        at = antialias_at
+        if at is None:
+            at = transform.inverse().apply(np.array([(w - 1) / 2.0, (h - 1) / 2.0]))
+        sx, sy = transform.local_scale(at)
+        sig_x, sig_y = antialias_sigma(sx), antialias_sigma(sy)
+        if sig_x > 0.3 or sig_y > 0.3:
+            src = cv2.GaussianBlur(
+                src.astype(np.float32, copy=False), (0, 0), sigmaX=max(sig_x, 1e-3), sigmaY=max(sig_y, 1e-3)
+            )
+    return cv2.warpPerspective(
+        src,
+        transform.matrix,
         (int(w), int(h)),
         flags=interpolation,
         borderMode=cv2.BORDER_CONSTANT,

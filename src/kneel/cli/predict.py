@@ -1,0 +1,72 @@
+"""``kneel predict INPUT... --model DIR --out DIR``: landmarks for radiographs (see ``docs/inference.md``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from kneel.inference.engine import default_workers
+
+
+def _spacing(text: str) -> float | tuple[float, float]:
+    parts = [float(v) for v in text.replace(",", " ").split()]
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise argparse.ArgumentTypeError("--spacing takes MM or ROW_MM,COL_MM")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="DICOM files, folders (recursive), globs, .txt lists"
+    )
+    parser.add_argument("--model", required=True, help="model directory MODEL/{lc,hc}/fold_<k>/")
+    parser.add_argument("--out", required=True, help="output folder (re-running with the same folder resumes)")
+    parser.add_argument("--knees", default="auto", choices=["auto", "both", "R", "L"], help="knees to predict")
+    parser.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="re-centre each ROI on the predicted tibial landmark 4 and predict again (default on)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=8, help="network inputs per forward pass")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="reader processes")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--overlays", action="store_true", help="write a PNG per image with the landmarks")
+    parser.add_argument("--npz", action="store_true", help="write the reference-compatible preds.npz")
+    parser.add_argument("--shard", metavar="K/N", help="process only shard K (0-based) of N (hash of the file key)")
+    parser.add_argument(
+        "--reference-geometry",
+        action="store_true",
+        help="map outputs back like the reference (inexact; to compare with old results)",
+    )
+    parser.add_argument("--spacing", type=_spacing, metavar="MM", help="pixel spacing override (MM or ROW,COL)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from kneel.inference.engine import predict_files
+
+    summary = predict_files(
+        args.inputs,
+        args.model,
+        args.out,
+        knees=args.knees,
+        refine=args.refine,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        precision=args.precision,
+        overlays=args.overlays,
+        npz=args.npz,
+        shard=args.shard,
+        reference_geometry=args.reference_geometry,
+        spacing=args.spacing,
+        progress=not args.quiet,
+    )
+    print(
+        f"kneel predict: {summary.done} predicted, {summary.skipped} already done, {summary.failed} failed "
+        f"of {summary.found} in {summary.seconds:.1f} s -> {summary.out}"
+    )
+    return 0 if summary.ok else 1

@@ -1,0 +1,394 @@
+"""``kneel evaluate`` and ``kneel evaluate-cv``: compare landmark tables with ground truth and write a full report.
+
+One call produces, in ``out``: ``summary.{csv,md,tex}`` (the paper's grouped recall, % out, mean/median error per
+prediction set and knee subset), ``landmarks.{csv,md,tex}`` (per-landmark statistics), ``errors_<set>.csv`` (every
+paired landmark with its error), ``missing_<set>.csv`` when predictions are missing, ``cumulative.{png,svg}``,
+``landmark_boxes.png``, ``examples_<set>.png`` (when images are available), ``summary_short.md`` and
+``report.html`` (everything above in one self-contained file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kneel.errors import KneelError
+from kneel.evaluation.matching import (
+    EvaluationInputError,
+    MatchedKnees,
+    match_predictions,
+    read_ground_truth,
+    read_kl_table,
+    read_table,
+)
+from kneel.evaluation.metrics import DEFAULT_THRESHOLDS, OUTLIER_MM
+from kneel.evaluation.plots import plot_cumulative, plot_examples, plot_landmark_boxes
+from kneel.evaluation.report import HtmlReport
+from kneel.evaluation.tables import (
+    format_landmarks,
+    format_summary,
+    landmark_table,
+    summary_table,
+    to_markdown,
+    write_table,
+)
+from kneel.io.atomic import atomic_write_text
+from kneel.landmarks import LANDMARKS
+
+__all__ = ["EvaluationReport", "evaluate", "evaluate_cv", "parse_thresholds", "headline"]
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate` computed and where it wrote it."""
+
+    out: Path
+    sets: list[MatchedKnees]
+    summary: pd.DataFrame
+    landmarks: pd.DataFrame
+    thresholds: tuple[float, ...]
+    html: Path
+    markdown: Path
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def headline(self, name: str | None = None) -> dict[str, float]:
+        """Key numbers of one set (default: the first) over all knees; see :func:`headline`."""
+        return headline(self, name)
+
+
+def headline(report: EvaluationReport, name: str | None = None) -> dict[str, float]:
+    """Mean/median error (mm), recall at each threshold (%, test grouping when available) and % out, all knees."""
+    name = name or report.sets[0].name
+    rows = report.summary[(report.summary["set"] == name) & (report.summary["subset"] == "all")]
+    if rows.empty:
+        raise KeyError(name)
+    row = rows[rows["grouping"] == "test"].iloc[0] if (rows["grouping"] == "test").any() else rows.iloc[0]
+    out = {
+        "knees": float(row["knees"]),
+        "knees_missing": float(row["knees_missing"]),
+        "mean_mm": float(row["mean_mm"]),
+        "median_mm": float(row["median_mm"]),
+    }
+    for t in report.thresholds:
+        out[f"recall_{t:g}mm"] = float(row[f"recall_{t:g}mm_mean"])
+    out["out_pct"] = float(row["out_pct"])
+    return out
+
+
+def parse_thresholds(text: str | Sequence[float] | None) -> tuple[float, ...]:
+    """'1,1.5,2,2.5' (or a sequence) -> sorted unique positive floats."""
+    if text is None:
+        return DEFAULT_THRESHOLDS
+    values = [float(v) for v in re.split(r"[,\s]+", text.strip()) if v] if isinstance(text, str) else list(text)
+    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
+        raise EvaluationInputError(f"thresholds must be positive numbers, got {text!r}")
+    return tuple(sorted(set(float(v) for v in values)))
+
+
+def _set_names(paths: Sequence[Path], names: Sequence[str] | None) -> list[str]:
+    if names:
+        if len(names) != len(paths):
+            raise EvaluationInputError(f"{len(names)} names given for {len(paths)} prediction tables")
+        return list(names)
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{p.parent.name}/{p.stem}" for p in paths]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "set"
+
+
+def _find_image(images: Path | None, file: str) -> Path | None:
+    candidates = []
+    if images is not None:
+        candidates += [images / file, images / Path(file).name]
+    candidates.append(Path(file))
+    for c in candidates:
+        if c.is_file():
+            return c
+    if images is not None:  # same stem, any suffix (e.g. table written with 'a.dcm', folder holding 'a')
+        stem = Path(file).stem
+        for c in sorted(images.glob(f"{glob_escape(stem)}*")):
+            if c.is_file() and c.stem == stem:
+                return c
+    return None
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]])", r"[\1]", text)
+
+
+class _Images:
+    """Finds and reads the radiographs behind table rows (spacing for errors; pixels for example ROIs)."""
+
+    def __init__(self, images: Path | None) -> None:
+        self.images = images
+        self._spacing: dict[str, tuple[float, float] | None] = {}
+
+    def spacing_of(self, file: str) -> tuple[float, float] | None:
+        if file not in self._spacing:
+            from kneel.io import read_radiograph
+
+            path = _find_image(self.images, file)
+            sp = None
+            if path is not None:
+                try:
+                    sp = tuple(float(v) for v in read_radiograph(path).spacing)
+                except KneelError:
+                    sp = None
+            self._spacing[file] = sp
+        return self._spacing[file]
+
+    def loader(self, knees: MatchedKnees):
+        from kneel.io import read_radiograph
+
+        spacing = dict(zip(knees.files, (tuple(s) for s in knees.spacing), strict=True))
+
+        def load(file: str) -> tuple[np.ndarray, tuple[float, float]] | None:
+            path = _find_image(self.images, file)
+            if path is None:
+                return None
+            try:
+                rg = read_radiograph(path)
+            except KneelError:
+                try:  # plain image (prepared PNG): the table's spacing describes its frame
+                    rg = read_radiograph(path, spacing=spacing[file])
+                except KneelError:
+                    return None
+            return rg.image, tuple(float(v) for v in rg.spacing)
+
+        return load
+
+
+def _errors_frame(knees: MatchedKnees) -> pd.DataFrame:
+    rows = []
+    for i, (file, side) in enumerate(zip(knees.files, knees.sides, strict=True)):
+        for k in knees.evaluated_landmarks:
+            if np.isnan(knees.true[i, k, 0]):
+                continue
+            rows.append(
+                {
+                    "file": file,
+                    "side": side,
+                    "landmark": k,
+                    "kl": knees.kl[i],
+                    "x_true": knees.true[i, k, 0],
+                    "y_true": knees.true[i, k, 1],
+                    "x_pred": knees.pred[i, k, 0],
+                    "y_pred": knees.pred[i, k, 1],
+                    "row_mm": knees.spacing[i, 0],
+                    "col_mm": knees.spacing[i, 1],
+                    "error_mm": knees.errors[i, k],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def evaluate(
+    pred: PathLike | Sequence[PathLike],
+    gt: PathLike,
+    *,
+    out: PathLike,
+    kl: PathLike | None = None,
+    thresholds: str | Sequence[float] | None = None,
+    images: PathLike | None = None,
+    names: Sequence[str] | None = None,
+    spacing: float | None = None,
+    title: str = "Landmark evaluation",
+    examples: bool = True,
+) -> EvaluationReport:
+    """Compare one or more prediction tables with the ground truth and write tables, pictures and ``report.html``.
+
+    Args:
+        pred: prediction table(s) (long format); several are compared side by side.
+        gt: ground truth: long table (``ground_truth.csv``), VIA export, or bf_landmarks CSV (needs ``images``).
+        out: output folder (created).
+        kl: optional ``file,side,kl`` table (overrides a ``kl`` column of the ground truth).
+        thresholds: recall thresholds in mm ('1,1.5,2,2.5' or a sequence).
+        images: folder of the radiographs (spacing when the tables have no mm columns; example ROIs).
+        names: labels of the prediction sets (default: file stems).
+        spacing: fallback pixel spacing in mm for knees with no other source.
+        title: report title.
+        examples: draw worst/median/best example ROIs when images can be found.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pred_paths = [Path(pred)] if isinstance(pred, str | os.PathLike) else [Path(p) for p in pred]
+    if not pred_paths:
+        raise EvaluationInputError("no prediction table given")
+    thr = parse_thresholds(thresholds)
+    images_dir = Path(images) if images is not None else None
+    if images_dir is not None and not images_dir.is_dir():
+        raise EvaluationInputError("images folder not found", images_dir)
+    img = _Images(images_dir)
+    truth = read_ground_truth(gt, spacing_of=img.spacing_of if images_dir is not None else None)
+    kl_table = read_kl_table(kl) if kl is not None else None
+    notes: list[str] = []
+
+    sets = []
+    for path, name in zip(pred_paths, _set_names(pred_paths, names), strict=True):
+        knees = match_predictions(
+            read_table(path),
+            truth,
+            name=name,
+            kl=kl_table,
+            spacing_of=img.spacing_of if images_dir is not None else None,
+            default_spacing=spacing,
+        )
+        sets.append(knees)
+
+    files: list[Path] = []
+    summary = summary_table(sets, thr)
+    landmarks = landmark_table(sets, thr)
+    files += write_table(summary, format_summary(summary, thr), out / "summary", caption=title)
+    files += write_table(landmarks, format_landmarks(landmarks, thr), out / "landmarks", caption=title)
+    for knees in sets:
+        slug = _slug(knees.name)
+        p = out / f"errors_{slug}.csv"
+        atomic_write_text(p, _errors_frame(knees).to_csv(index=False, float_format="%.6g"))
+        files.append(p)
+        if len(knees.missing):
+            p = out / f"missing_{slug}.csv"
+            atomic_write_text(p, knees.missing.to_csv(index=False))
+            files.append(p)
+            n_knees = len(knees.missing.drop_duplicates(["file", "side"]))
+            notes.append(
+                f"{knees.name}: {len(knees.missing)} ground-truth landmarks ({n_knees} knees) have no prediction; "
+                f"they are excluded from the statistics and listed in {p.name}."
+            )
+        if len(knees.unmatched):
+            notes.append(f"{knees.name}: {len(knees.unmatched)} predicted knees have no ground truth (ignored).")
+        sources = pd.Series(knees.spacing_source).value_counts()
+        notes.append(f"{knees.name}: pixel spacing from " + ", ".join(f"{s} ({n} knees)" for s, n in sources.items()))
+
+    files += plot_cumulative(sets, out / "cumulative", title=title)
+    files.append(plot_landmark_boxes(sets, out / "landmark_boxes.png"))
+    example_paths: dict[str, Path] = {}
+    if examples:
+        for knees in sets:
+            path = plot_examples(knees, img.loader(knees), out / f"examples_{_slug(knees.name)}.png")
+            if path is None:
+                notes.append(f"{knees.name}: example ROIs skipped: images not found (give --images DIR).")
+            else:
+                example_paths[knees.name] = path
+                files.append(path)
+
+    report = EvaluationReport(
+        out=out,
+        sets=sets,
+        summary=summary,
+        landmarks=landmarks,
+        thresholds=thr,
+        html=out / "report.html",
+        markdown=out / "summary_short.md",
+        files=files,
+        notes=notes,
+    )
+    atomic_write_text(report.markdown, short_markdown(report))
+    build_html(report, example_paths, title).write(report.html)
+    files += [report.markdown, report.html]
+    return report
+
+
+def short_markdown(report: EvaluationReport) -> str:
+    """A compact Markdown summary: the all-knees / no-OA / OA rows of each set, and the notes."""
+    keep = report.summary["subset"].isin(["all", "no-OA (KL<2)", "OA (KL>=2)"])
+    text = [
+        "Recall (%) at each threshold is the mean ± std over tibia and femur "
+        "(cv: landmarks 0,8 / 9,15; test: 0,4,8 / 9,12,15); "
+        f"% out = knees with any landmark ≥ {OUTLIER_MM:g} mm.",
+        "",
+        to_markdown(format_summary(report.summary[keep].reset_index(drop=True), report.thresholds)),
+    ]
+    if report.notes:
+        text += [*(f"- {n}" for n in report.notes), ""]
+    return "\n".join(text)
+
+
+def build_html(report: EvaluationReport, example_paths: dict[str, Path], title: str) -> HtmlReport:
+    """The evaluation report as an :class:`HtmlReport` (the demo appends its own sections before writing)."""
+    thr = report.thresholds
+    doc = HtmlReport(title)
+    doc.paragraph(
+        "Prediction sets: "
+        + "; ".join(f"{k.name} ({k.num_knees} knees, {len(k.evaluated_landmarks)} landmarks)" for k in report.sets)
+    )
+    if report.notes:
+        doc.heading("Notes")
+        doc.bullets(report.notes)
+    for knees in report.sets:
+        if len(knees.missing):
+            doc.paragraph(f"Missing predictions in {knees.name} (first 20):", css="note")
+            doc.table(knees.missing.head(20))
+    doc.heading("Summary")
+    doc.paragraph(
+        "Recall at t mm: share of knees whose bone error (mean of the group's landmark errors) is ≤ t, shown as "
+        "mean ± std over tibia and femur. Grouping cv: tibia = landmarks 0, 8, femur = 9, 15; test: tibia = 0, 4, 8, "
+        f"femur = 9, 12, 15. % out: knees with any landmark error ≥ {OUTLIER_MM:g} mm. Errors in mm over all "
+        "evaluated landmarks."
+    )
+    doc.table(format_summary(report.summary, thr))
+    doc.heading("Cumulative error curves")
+    doc.image(report.out / "cumulative.png", "Share of landmarks with error ≤ x mm (all evaluated landmarks).")
+    doc.heading("Error per landmark")
+    doc.image(report.out / "landmark_boxes.png", "Landmark errors (mm), all knees.")
+    all_rows = report.landmarks[report.landmarks["subset"] == "all"].reset_index(drop=True)
+    doc.table(format_landmarks(all_rows, thr), "Per-landmark statistics, all knees (every subset in landmarks.csv).")
+    if example_paths:
+        doc.heading("Examples")
+        for name, path in example_paths.items():
+            doc.image(path, f"{name}: green circles ground truth, red crosses prediction.")
+    doc.heading("Files")
+    doc.bullets(sorted({p.name for p in report.files} | {"report.html", "summary_short.md"}))
+    doc.paragraph(f"Landmarks: {', '.join(f'{lm.index}={lm.name}' for lm in LANDMARKS)}.")
+    return doc
+
+
+def evaluate_cv(
+    run_dir: PathLike,
+    *,
+    out: PathLike | None = None,
+    thresholds: str | Sequence[float] | None = None,
+    images: PathLike | None = None,
+) -> dict[str, EvaluationReport]:
+    """Report on the out-of-fold predictions of a training run, one report per stage.
+
+    Looks for ``oof_predictions.csv`` + ``oof_ground_truth.csv`` in ``run_dir`` and in each of its sub-folders
+    (``MODEL/lc``, ``MODEL/hc``). Reports go to ``out/<stage>`` (default ``run_dir/evaluation/<stage>``).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EvaluationInputError("training run folder not found", run_dir)
+    stages = [d for d in [run_dir, *sorted(p for p in run_dir.iterdir() if p.is_dir())] if _has_oof(d)]
+    if not stages:
+        raise EvaluationInputError("no oof_predictions.csv + oof_ground_truth.csv here or in a sub-folder", run_dir)
+    out_root = Path(out) if out is not None else run_dir / "evaluation"
+    reports = {}
+    for stage_dir in stages:
+        stage = stage_dir.name
+        reports[stage] = evaluate(
+            stage_dir / "oof_predictions.csv",
+            stage_dir / "oof_ground_truth.csv",
+            out=out_root / stage,
+            thresholds=thresholds,
+            images=images,
+            names=[f"{stage} out-of-fold"],
+            title=f"Cross-validation ({stage}): out-of-fold predictions of {run_dir.name}",
+            examples=images is not None,
+        )
+    return reports
+
+
+def _has_oof(folder: Path) -> bool:
+    return (folder / "oof_predictions.csv").is_file() and (folder / "oof_ground_truth.csv").is_file()

@@ -1,0 +1,195 @@
+"""The batch engine behind ``kneel predict``: many radiographs, worker processes, resume, shards, never one crash.
+
+DataLoader worker processes read, normalise and warp the low-cost inputs of the next radiographs while the main
+process runs the networks on the current ones (:class:`~kneel.inference.pipeline.Preparer` in the workers,
+:meth:`~kneel.inference.pipeline.Predictor.predict_prepared` in the main process, ROIs of all radiographs of a batch in
+one forward pass). Every finished radiograph is written at once (:class:`~kneel.inference.outputs.OutputFolder`), so a
+re-run with the same ``--out`` skips it; a file that fails is recorded in ``errors.csv`` and the run goes on.
+Nothing accumulates in memory across batches.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kneel.inference.discovery import InputFile, discover_inputs, in_shard, parse_shard
+from kneel.inference.outputs import OutputFolder
+from kneel.inference.pipeline import Predictor, PreparedRadiograph, PrepareFailure, Preparer
+
+__all__ = ["RunSummary", "predict_files", "PreparingDataset", "default_workers"]
+
+
+@dataclass
+class RunSummary:
+    """What a batch run did."""
+
+    found: int
+    """Inputs in this shard."""
+    skipped: int
+    """Already finished in ``--out`` (resume)."""
+    done: int
+    """Predicted in this run."""
+    failed: int
+    """Files of this shard that failed (listed in ``errors.csv``)."""
+    seconds: float
+    out: str
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def default_workers() -> int:
+    """Worker processes for reading: one fewer than the CPUs (the main process runs the networks), at most 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+class PreparingDataset(Dataset):
+    """Reads and prepares one radiograph per item (in a DataLoader worker); failures come back as values."""
+
+    def __init__(self, files: Sequence[InputFile], preparer: Preparer) -> None:
+        self.files = list(files)
+        self.preparer = preparer
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> PreparedRadiograph | PrepareFailure:
+        f = self.files[index]
+        return self.preparer(f.key, f.path)
+
+
+def _collate(items: list[Any]) -> list[Any]:
+    return items
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+def predict_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    model: str | os.PathLike[str] | Predictor,
+    out: str | os.PathLike[str],
+    *,
+    knees: str = "auto",
+    refine: bool = True,
+    device: str = "cpu",
+    batch_size: int = 8,
+    workers: int | None = None,
+    precision: str = "fp32",
+    overlays: bool = False,
+    npz: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    reference_geometry: bool = False,
+    spacing: float | Sequence[float] | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Predict landmarks for every radiograph in ``inputs``; write results to ``out`` (see :mod:`.outputs`).
+
+    Args:
+        inputs: files, folders (recursive), glob patterns, ``.txt`` lists of paths.
+        model: the model directory (``MODEL/{lc,hc}/fold_<k>/``) or a ready :class:`Predictor`.
+        out: output folder; re-running with the same folder resumes (finished radiographs are skipped).
+        knees, refine, device, precision, reference_geometry, spacing: see :class:`Predictor`.
+        batch_size: network inputs per forward pass (``batch_size // 2`` radiographs per batch).
+        workers: DataLoader worker processes reading radiographs (default :func:`default_workers`).
+        overlays: write a PNG per radiograph with the landmarks drawn.
+        npz: write the reference-compatible ``preds.npz``.
+        shard: ``"K/N"``: process only the files whose key hashes to shard K of N.
+        progress: show a progress bar (images/s).
+
+    Returns:
+        A :class:`RunSummary`; ``failed > 0`` when any file of this shard could not be processed.
+    """
+    start = time.perf_counter()
+    shard_kn = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
+    files = in_shard(discover_inputs(inputs, images=spacing is not None), shard_kn)  # type: ignore[arg-type]
+    if isinstance(model, Predictor):
+        predictor = model
+    else:
+        predictor = Predictor(
+            model,
+            device=device,
+            precision=precision,
+            refine=refine,
+            knees=knees,
+            reference_geometry=reference_geometry,
+            batch_size=batch_size,
+            spacing=spacing,
+        )
+    folder = OutputFolder(out)
+    folder.open(predictor.settings)
+    todo = [f for f in files if not folder.is_done(f.key)]
+    skipped = len(files) - len(todo)
+    workers = default_workers() if workers is None else max(0, int(workers))
+    images_per_batch = max(1, predictor.batch_size // 2)
+    loader = DataLoader(
+        PreparingDataset(todo, predictor.preparer),
+        batch_size=images_per_batch,
+        shuffle=False,
+        num_workers=workers if todo else 0,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=2 if workers and todo else None,
+    )
+    from tqdm import tqdm
+
+    done = 0
+    bar = tqdm(total=len(todo), unit="img", desc="kneel predict", disable=not progress, file=sys.stderr)
+    try:
+        for batch in loader:
+            ready = [b for b in batch if isinstance(b, PreparedRadiograph)]
+            for failure in (b for b in batch if isinstance(b, PrepareFailure)):
+                folder.write_failure(failure.file, failure.path, failure.reason)
+                bar.write(f"kneel predict: {failure.file}: {failure.reason}", file=sys.stderr)
+            for prediction, item in _predict_robustly(predictor, ready, folder, bar):
+                folder.write_result(prediction)
+                if overlays:
+                    folder.write_overlay(prediction, item.image)
+                for note in prediction.warnings:
+                    bar.write(f"kneel predict: {prediction.file}: warning: {note}", file=sys.stderr)
+                done += 1
+            bar.update(len(batch))
+            del batch, ready
+    finally:
+        bar.close()
+        folder.rebuild_landmarks()
+        folder.rebuild_errors()
+    if npz:
+        folder.write_npz()
+    failed = sum(1 for f in files if folder.failure_path(f.key).exists())
+    return RunSummary(len(files), skipped, done, failed, time.perf_counter() - start, str(folder.root))
+
+
+def _predict_robustly(predictor: Predictor, items: list[PreparedRadiograph], folder: OutputFolder, bar: Any) -> list:
+    """Predict a batch; if the batch fails, retry each radiograph alone so one bad image fails alone."""
+    if not items:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return list(zip(predictor.predict_prepared(items), items, strict=True))
+        except Exception:  # noqa: BLE001
+            pass
+        out = []
+        for item in items:
+            try:
+                out.append((predictor.predict_prepared([item])[0], item))
+            except Exception as exc:  # noqa: BLE001 - recorded in errors.csv, the run goes on
+                reason = f"prediction failed: {type(exc).__name__}: {exc}"
+                folder.write_failure(item.file, item.path, reason)
+                bar.write(f"kneel predict: {item.file}: {reason}", file=sys.stderr)
+        return out

@@ -1,0 +1,214 @@
+"""The output folder of ``kneel predict``: one JSON per image (the unit of truth), tables rebuilt from them.
+
+Layout of ``--out``::
+
+    run.json              settings of the run (a resumed run must use the same ones)
+    results/<name>.json   one per finished radiograph, written atomically (temp file + rename)
+    failed/<name>.json    one per file that failed (retried by the next run; removed once it succeeds)
+    landmarks.csv         file,side,landmark,name,x_px,y_px,x_mm,y_mm,uncertainty_mm,sop_instance_uid,quality
+    errors.csv            file,reason
+    overlays/<name>.png   optional pictures of the landmarks
+    preds.npz             optional, reference-compatible: preds (N, 2, 16, 2) in R, L order (NaN: missing), imgs
+
+``<name>`` is the file key made safe for a file name plus a short hash of the key (keys may contain ``/``).
+``landmarks.csv`` is appended to after each radiograph (one ``write`` of whole lines) and rebuilt from the JSON files,
+sorted, at the start and at the end of every run, so a run killed at any moment (even ``kill -9``) loses nothing
+that was finished and leaves no half line behind once it is resumed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneel.errors import ConfigError
+from kneel.inference.results import CSV_COLUMNS, RadiographPrediction
+from kneel.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
+
+__all__ = ["OutputFolder", "result_name"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def result_name(key: str) -> str:
+    """A file-name-safe, unique name for a file key: ``<sanitised key>-<8 hex of SHA-1>``."""
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
+    safe = _UNSAFE.sub("_", key.replace("/", "__").replace("\\", "__")).strip("._")[-80:]
+    return f"{safe or 'file'}-{digest}"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if not np.isfinite(value) else f"{value:.6f}"
+    return str(value)
+
+
+def _csv_text(rows: Iterator[tuple[Any, ...]] | list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header is not None:
+        writer.writerow(header)
+    for row in rows:
+        writer.writerow([_fmt(v) for v in row])
+    return buffer.getvalue()
+
+
+class OutputFolder:
+    """Reads and writes one ``--out`` folder (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.results = self.root / "results"
+        self.failed = self.root / "failed"
+        self.overlays = self.root / "overlays"
+        self.landmarks_csv = self.root / "landmarks.csv"
+        self.errors_csv = self.root / "errors.csv"
+        self.npz = self.root / "preds.npz"
+        self.run_json = self.root / "run.json"
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def open(self, settings: dict[str, Any]) -> None:
+        """Create the folder; refuse to mix results made with different settings (resume with the same ones)."""
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.failed.mkdir(parents=True, exist_ok=True)
+        if self.run_json.exists():
+            try:
+                previous = json.loads(self.run_json.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                previous = None
+            if previous is not None and previous.get("settings") != settings:
+                raise ConfigError(
+                    f"holds results made with other settings ({previous.get('settings')}); "
+                    f"use another --out, or the same settings to resume",
+                    self.root,
+                )
+        atomic_write_text(self.run_json, json.dumps({"settings": settings}, indent=2) + "\n")
+        self.rebuild_landmarks()
+
+    def result_path(self, key: str) -> Path:
+        return self.results / f"{result_name(key)}.json"
+
+    def failure_path(self, key: str) -> Path:
+        return self.failed / f"{result_name(key)}.json"
+
+    def is_done(self, key: str) -> bool:
+        """Whether a complete result for ``key`` exists (a valid JSON naming the same key)."""
+        path = self.result_path(key)
+        if not path.exists():
+            return False
+        try:
+            return json.loads(path.read_text(encoding="utf-8")).get("file") == key
+        except (OSError, ValueError):
+            return False
+
+    # ------------------------------------------------------------------------------------------------ per image
+    def write_result(self, prediction: RadiographPrediction) -> None:
+        """Write the JSON (atomic), drop an old failure record, append the rows to ``landmarks.csv``."""
+        atomic_write_text(self.result_path(prediction.file), json.dumps(prediction.to_dict(), indent=1) + "\n")
+        failure = self.failure_path(prediction.file)
+        if failure.exists():
+            failure.unlink(missing_ok=True)
+        self._append(_csv_text(list(prediction.rows())))
+
+    def write_failure(self, key: str, path: str, reason: str) -> None:
+        reason = " ".join(str(reason).split())
+        atomic_write_text(self.failure_path(key), json.dumps({"file": key, "path": path, "reason": reason}) + "\n")
+
+    def _append(self, text: str) -> None:
+        if not text:
+            return
+        fd = os.open(self.landmarks_csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------------------------------------ tables
+    def _records(self, folder: Path) -> list[tuple[str, Path]]:
+        out = []
+        for path in folder.glob("*.json"):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                out.append((str(data["file"]), path))
+            except (OSError, ValueError, KeyError):
+                continue
+        return sorted(out)
+
+    def iter_results(self) -> Iterator[RadiographPrediction]:
+        """Every finished result, sorted by file key, read one at a time (memory does not grow with N)."""
+        for _, path in self._records(self.results):
+            yield RadiographPrediction.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def rebuild_landmarks(self) -> int:
+        """Rewrite ``landmarks.csv`` from the JSON files, sorted by file, side (R first), landmark; atomic."""
+        count = 0
+        with atomic_writer(self.landmarks_csv, "w", newline="") as handle:
+            handle.write(_csv_text([], CSV_COLUMNS))
+            for prediction in self.iter_results():
+                handle.write(_csv_text(list(prediction.rows())))
+                count += 1
+        return count
+
+    def rebuild_errors(self) -> int:
+        """Rewrite ``errors.csv`` (file, reason) from the failure records; returns the number of failed files."""
+        rows = []
+        for key, path in self._records(self.failed):
+            try:
+                rows.append((key, json.loads(path.read_text(encoding="utf-8")).get("reason", "")))
+            except (OSError, ValueError):
+                continue
+        atomic_write_text(self.errors_csv, _csv_text(rows, ("file", "reason")))
+        return len(rows)
+
+    def write_npz(self) -> int:
+        """``preds.npz`` like the reference's: ``preds`` (N, 2, 16, 2) R/L, ``imgs`` (names without extension),
+        plus ``files`` (the keys); float64 original pixels (not rounded), NaN for a missing knee."""
+        preds, imgs, files = [], [], []
+        for prediction in self.iter_results():
+            preds.append(prediction.bilateral_array())
+            imgs.append(Path(prediction.file).stem if Path(prediction.file).suffix else Path(prediction.file).name)
+            files.append(prediction.file)
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            preds=np.asarray(preds, dtype=np.float64).reshape(-1, 2, 16, 2),
+            imgs=np.asarray(imgs, dtype=str),
+            files=np.asarray(files, dtype=str),
+        )
+        atomic_write_bytes(self.npz, buffer.getvalue())
+        return len(preds)
+
+    def write_overlay(self, prediction: RadiographPrediction, image_u8: np.ndarray, max_side: int = 1024) -> Path:
+        """A PNG of the (downscaled) normalised image with each knee's landmarks and ROI centre drawn."""
+        import cv2
+
+        scale = min(1.0, max_side / max(image_u8.shape))
+        small = cv2.resize(image_u8, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_u8
+        canvas = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+        colours = {"R": (80, 220, 80), "L": (40, 160, 255)}
+        for knee in prediction:
+            colour = colours[knee.side.value]
+            pts = (knee.landmarks_px + 0.5) * scale - 0.5
+            for k, (x, y) in enumerate(pts):
+                radius = 3 if k not in (0, 4, 8, 9, 12, 15) else 4
+                cv2.circle(canvas, (int(round(x)), int(round(y))), radius, colour, -1, cv2.LINE_AA)
+            cx, cy = (knee.centre_px + 0.5) * scale - 0.5
+            cv2.drawMarker(canvas, (int(round(cx)), int(round(cy))), (0, 0, 255), cv2.MARKER_CROSS, 12, 1)
+            flag = "" if knee.quality == "ok" else " ?"
+            cv2.putText(canvas, knee.side.value + flag, (int(cx) + 8, int(cy) - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                        colour, 2, cv2.LINE_AA)  # fmt: skip
+        ok, encoded = cv2.imencode(".png", canvas)
+        if not ok:
+            raise OSError("PNG encoding failed")
+        path = self.overlays / f"{result_name(prediction.file)}.png"
+        atomic_write_bytes(path, encoded.tobytes())
+        return path

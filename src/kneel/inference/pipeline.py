@@ -1,0 +1,424 @@
+"""The two-stage landmark pipeline: low-cost knee centres, high-cost landmarks, optional refinement.
+
+Per radiograph (reference §7.2, with the geometry fixed):
+
+1. read it and normalise the intensity of the *whole* image to uint8 0-255 (``kneel.io.normalize_intensity``, the
+   reference's 5th-99th percentile windowing), before any warp, as the reference does;
+2. low-cost stage: each image half (or the whole of a single-knee film) is warped once to the 1 mm network input
+   (:func:`kneel.inference.geometry.lc_transform`); the fold-averaged output, mapped back through the exact inverse,
+   is the knee centre in original pixels;
+3. high-cost stage: a 140 mm ROI at 0.3 mm/px around each centre (left knees mirrored), warped once
+   (:func:`~kneel.inference.geometry.hc_transform`); 16 landmarks come back through the exact inverse;
+4. ``refine``: the ROI is re-centred on the predicted tibial landmark 4 and step 3 runs again.
+
+The work is split so that a batch engine can run step 1-2's image work in worker processes: :class:`Preparer`
+(model-free, picklable) reads and warps; :meth:`Predictor.predict_prepared` runs the networks on many radiographs at
+once (ROIs of all images batched together) and assembles :class:`~kneel.inference.results.RadiographPrediction`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kneel.errors import KneelError, ModelError
+from kneel.geometry import Affine
+from kneel.inference.geometry import (
+    StageGeometry,
+    half_extent,
+    hc_input_box,
+    hc_transform,
+    lc_input_box,
+    lc_transform,
+    mask_outside,
+    warp_window,
+)
+from kneel.inference.presence import KneePlan, KneesMode, PresenceRule, content_fraction, plan_knees
+from kneel.inference.reference_geometry import (
+    reference_hc_decode,
+    reference_hc_transform,
+    reference_lc_decode,
+    reference_lc_transform,
+)
+from kneel.inference.results import KneePrediction, RadiographPrediction
+from kneel.landmarks import CENTRE_LANDMARK, KneeSide
+
+__all__ = ["Predictor", "Preparer", "PreparedRadiograph", "LcJob", "PREPARE_FAILED"]
+
+PREPARE_FAILED = "failed"
+
+
+@dataclass
+class LcJob:
+    """One low-cost network input: which knee, which half, its transform and the warped image."""
+
+    plan: KneePlan
+    transform: Affine
+    image: np.ndarray
+    """(crop, crop) float32, 0-255."""
+    content: float
+    """Fraction of bright pixels in the half (presence rule)."""
+
+
+@dataclass
+class PreparedRadiograph:
+    """A radiograph read, normalised and warped for the low-cost stage (what a DataLoader worker returns)."""
+
+    file: str
+    path: str
+    image: np.ndarray
+    """Full-resolution intensity-normalised image, uint8."""
+    spacing: tuple[float, float]
+    spacing_source: str
+    sop_instance_uid: str | None
+    film: str
+    lc_jobs: list[LcJob]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+
+@dataclass
+class PrepareFailure:
+    """A file that could not be read or prepared, with the reason (one line)."""
+
+    file: str
+    path: str
+    reason: str
+    status: str = PREPARE_FAILED
+
+
+class Preparer:
+    """Model-free first half of the pipeline: read, normalise, plan the knees, warp the low-cost inputs.
+
+    Picklable, so DataLoader workers run it while the main process runs the networks.
+    """
+
+    def __init__(
+        self,
+        lc: StageGeometry,
+        hc: StageGeometry,
+        *,
+        knees: KneesMode | str = KneesMode.AUTO,
+        presence: PresenceRule | None = None,
+        reference_geometry: bool = False,
+        spacing: float | Sequence[float] | None = None,
+    ) -> None:
+        self.lc = lc
+        self.hc = hc
+        self.knees = KneesMode.parse(knees)
+        self.presence = presence or PresenceRule()
+        self.reference_geometry = reference_geometry
+        self.spacing = spacing
+
+    def read(self, path: str | os.PathLike[str]) -> Any:
+        from kneel.io import read_radiograph
+
+        return read_radiograph(path, spacing=self.spacing)
+
+    def lc_transform(self, shape: tuple[int, int], spacing: Sequence[float], half: KneeSide | None) -> Affine:
+        if self.reference_geometry:
+            return reference_lc_transform(shape, spacing, half, self.lc)
+        return lc_transform(shape, spacing, half, self.lc)
+
+    def prepare(self, radiograph: Any, file: str | None = None) -> PreparedRadiograph:
+        """Normalise the whole image, decide film type and knees, warp each low-cost input once."""
+        from kneel.io import normalize_intensity
+
+        image = normalize_intensity(radiograph.image)
+        spacing = (float(radiograph.spacing[0]), float(radiograph.spacing[1]))
+        h, w = image.shape
+        width_mm = w * spacing[1]
+        film, plans, notes = plan_knees(width_mm, self.knees, radiograph.meta.laterality, self.presence)
+        jobs = []
+        for plan in plans:
+            t = self.lc_transform((h, w), spacing, plan.half)
+            x0, wh = half_extent(w, plan.half)
+            content = content_fraction(image, x0, x0 + wh, self.presence.content_level)
+            net = warp_window(image, t, (self.lc.crop, self.lc.crop))
+            sq = (spacing[0], spacing[0]) if self.reference_geometry else spacing
+            mask_outside(net, lc_input_box((h, w), sq, plan.half, self.lc))
+            jobs.append(LcJob(plan, t, net, content))
+        path = str(radiograph.path)
+        return PreparedRadiograph(
+            file=file if file is not None else path,
+            path=path,
+            image=image,
+            spacing=spacing,
+            spacing_source=str(radiograph.spacing_source),
+            sop_instance_uid=radiograph.meta.sop_instance_uid,
+            film=film,
+            lc_jobs=jobs,
+            warnings=list(notes),
+        )
+
+    def __call__(self, file: str, path: str) -> PreparedRadiograph | PrepareFailure:
+        """Read and prepare one file; any failure becomes a :class:`PrepareFailure` (never an exception)."""
+        try:
+            return self.prepare(self.read(path), file)
+        except KneelError as exc:
+            return PrepareFailure(file, path, exc.reason)
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch run
+            return PrepareFailure(file, path, f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class _HcJob:
+    item: int
+    side: KneeSide
+    centre: np.ndarray
+    transform: Affine | None = None
+    result: np.ndarray | None = None
+    spread: np.ndarray | None = None
+
+
+class Predictor:
+    """Landmarks for whole radiographs from a model directory ``MODEL/{lc,hc}/fold_<k>/``.
+
+    Args:
+        model_dir: the project's model directory.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
+        refine: re-centre each ROI on the predicted tibial landmark 4 and predict again.
+        knees: ``auto`` (knees present), ``both`` (always both halves), ``R`` or ``L``.
+        reference_geometry: map outputs back as the reference does (inexact; to compare with old results).
+        batch_size: network inputs per forward pass.
+        spacing: pixel spacing override in mm (one number or ``(row, col)``), e.g. for PNG input.
+        presence: thresholds of the knee presence rule.
+
+    Example:
+        >>> predictor = Predictor("MODEL", device="cpu")  # doctest: +SKIP
+        >>> result = predictor.predict("knee.dcm")  # doctest: +SKIP
+        >>> result["R"].landmarks_px.shape, result["R"].quality  # doctest: +SKIP
+        ((16, 2), 'ok')
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        refine: bool = True,
+        knees: KneesMode | str = KneesMode.AUTO,
+        *,
+        reference_geometry: bool = False,
+        batch_size: int = 8,
+        spacing: float | Sequence[float] | None = None,
+        presence: PresenceRule | None = None,
+    ) -> None:
+        from kneel.models import load_stage
+
+        root = Path(model_dir)
+        for stage in ("lc", "hc"):
+            if not (root / stage).is_dir():
+                raise ModelError(f"no {stage}/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/)", root)
+        lc = load_stage(root / "lc", device, precision=precision)  # type: ignore[arg-type]
+        hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
+        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, str(root))
+
+    @classmethod
+    def from_ensembles(
+        cls,
+        lc: Any,
+        hc: Any,
+        *,
+        refine: bool = True,
+        knees: KneesMode | str = KneesMode.AUTO,
+        reference_geometry: bool = False,
+        batch_size: int = 8,
+        spacing: float | Sequence[float] | None = None,
+        presence: PresenceRule | None = None,
+    ) -> Predictor:
+        """A predictor from two loaded :class:`~kneel.models.FoldEnsemble` objects (or anything with ``predict``)."""
+        self = cls.__new__(cls)
+        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, None)
+        return self
+
+    def _init(self, lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, model_dir) -> None:  # noqa: ANN001
+        if lc.config.stage != "lc" or hc.config.stage != "hc":
+            raise ModelError(f"stage mismatch: lc/ holds {lc.config.stage!r}, hc/ holds {hc.config.stage!r}")
+        self.lc = lc
+        self.hc = hc
+        self.lc_geometry = StageGeometry.from_config(lc.config)
+        self.hc_geometry = StageGeometry.from_config(hc.config)
+        self.refine = bool(refine)
+        self.batch_size = max(1, int(batch_size))
+        self.model_dir = model_dir
+        self.preparer = Preparer(
+            self.lc_geometry,
+            self.hc_geometry,
+            knees=knees,
+            presence=presence,
+            reference_geometry=reference_geometry,
+            spacing=spacing,
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    @property
+    def reference_geometry(self) -> bool:
+        return self.preparer.reference_geometry
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What determines the numbers (stored with every result; resume refuses to mix different settings)."""
+        return {
+            "refine": self.refine,
+            "knees": self.preparer.knees.value,
+            "reference_geometry": self.reference_geometry,
+            "precision": str(getattr(self.hc, "precision", "fp32")),
+            "spacing_override": None if self.preparer.spacing is None else str(self.preparer.spacing),
+            "lc_folds": len(self.lc),
+            "hc_folds": len(self.hc),
+        }
+
+    def predict(self, source: str | os.PathLike[str] | Any, file: str | None = None) -> RadiographPrediction:
+        """Landmarks of every knee in one radiograph (a path or a :class:`kneel.io.Radiograph`).
+
+        Raises:
+            RadiographError: the file cannot be read or has no usable spacing.
+        """
+        radiograph = self.preparer.read(source) if isinstance(source, str | os.PathLike) else source
+        prepared = self.preparer.prepare(radiograph, file)
+        return self.predict_prepared([prepared])[0]
+
+    def predict_many(self, sources: Iterable[str | os.PathLike[str] | Any]) -> Iterator[RadiographPrediction]:
+        """:meth:`predict` for each source in turn, ROIs batched per chunk of ``batch_size // 2`` radiographs."""
+        chunk: list[PreparedRadiograph] = []
+        for source in sources:
+            radiograph = self.preparer.read(source) if isinstance(source, str | os.PathLike) else source
+            chunk.append(self.preparer.prepare(radiograph))
+            if len(chunk) >= max(1, self.batch_size // 2):
+                yield from self.predict_prepared(chunk)
+                chunk = []
+        if chunk:
+            yield from self.predict_prepared(chunk)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _forward(self, ensemble: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Run ``ensemble`` on 0-255 images in chunks of ``batch_size``: (N, K, 2) mean, (N, K) spread."""
+        means, spreads = [], []
+        for start in range(0, len(images), self.batch_size):
+            batch = torch.from_numpy(np.stack(images[start : start + self.batch_size])[:, None])
+            mean, spread = ensemble.predict(batch)
+            means.append(mean.float().cpu().numpy().astype(np.float64))
+            spreads.append(spread.float().cpu().numpy().astype(np.float64))
+        return np.concatenate(means), np.concatenate(spreads)
+
+    def _hc_transform(self, centre: np.ndarray, spacing: tuple[float, float], side: KneeSide) -> Affine:
+        if self.reference_geometry:
+            return reference_hc_transform(centre, spacing, side, self.hc_geometry)
+        return hc_transform(centre, spacing, side, self.hc_geometry)
+
+    def _hc_pass(self, items: Sequence[PreparedRadiograph], jobs: list[_HcJob]) -> None:
+        """Warp every ROI once, run the high-cost ensemble on all of them, map the outputs back."""
+        if not jobs:
+            return
+        crop = self.hc_geometry.crop
+        images = []
+        for job in jobs:
+            item = items[job.item]
+            job.transform = self._hc_transform(job.centre, item.spacing, job.side)
+            net = warp_window(item.image, job.transform, (crop, crop))
+            images.append(net if self.reference_geometry else mask_outside(net, hc_input_box(self.hc_geometry)))
+        means, spreads = self._forward(self.hc, images)
+        for job, mean, spread in zip(jobs, means, spreads, strict=True):
+            item = items[job.item]
+            if self.reference_geometry:
+                job.result = reference_hc_decode(mean, job.centre, item.spacing, job.side, self.hc_geometry)
+            else:
+                assert job.transform is not None
+                job.result = job.transform.inverse().apply(mean * crop)
+            job.spread = spread * crop * self.hc_geometry.spacing_mm
+
+    def predict_prepared(self, items: Sequence[PreparedRadiograph]) -> list[RadiographPrediction]:
+        """Run both stages on many prepared radiographs at once (all their ROIs batched together)."""
+        lc_crop = self.lc_geometry.crop
+        flat = [(i, job) for i, item in enumerate(items) for job in item.lc_jobs]
+        notes: list[list[str]] = [list(item.warnings) for item in items]
+        lc_found: dict[tuple[int, KneeSide], tuple[np.ndarray, float]] = {}
+        if flat:
+            means, spreads = self._forward(self.lc, [job.image for _, job in flat])
+            for (i, job), mean, spread in zip(flat, means, spreads, strict=True):
+                item = items[i]
+                if self.reference_geometry:
+                    centre = reference_lc_decode(mean[0], item.shape, job.plan.half)
+                else:
+                    centre = job.transform.inverse().apply(mean[0] * lc_crop)
+                spread_mm = float(spread[0] * lc_crop * self.lc_geometry.spacing_mm)
+                reason = self._absent_reason(item, job, centre, spread_mm)
+                if reason is not None:
+                    notes[i].append(f"knee {job.plan.side.value} missing: {reason}")
+                    continue
+                lc_found[(i, job.plan.side)] = (centre, spread_mm)
+        jobs = [_HcJob(i, side, centre) for (i, side), (centre, _) in lc_found.items()]
+        self._hc_pass(items, jobs)
+        if self.refine and jobs:
+            refined = [_HcJob(j.item, j.side, np.asarray(j.result)[CENTRE_LANDMARK].copy()) for j in jobs]
+            self._hc_pass(items, refined)
+            jobs = refined
+        knees: list[dict[KneeSide, KneePrediction]] = [{} for _ in items]
+        for job in jobs:
+            item = items[job.item]
+            lc_centre, lc_spread = lc_found[(job.item, job.side)]
+            assert job.result is not None and job.spread is not None
+            if not np.all(np.isfinite(job.result)):
+                notes[job.item].append(f"knee {job.side.value} missing: non-finite prediction")
+                continue
+            knees[job.item][job.side] = KneePrediction(
+                side=job.side,
+                landmarks_px=np.asarray(job.result, dtype=np.float64),
+                spacing=item.spacing,
+                uncertainty_mm=np.asarray(job.spread, dtype=np.float64),
+                centre_px=np.asarray(job.centre, dtype=np.float64),
+                lc_centre_px=np.asarray(lc_centre, dtype=np.float64),
+                lc_uncertainty_mm=lc_spread,
+            )
+        settings = self.settings
+        out = []
+        for i, item in enumerate(items):
+            for note in notes[i]:
+                if "missing" in note:
+                    warnings.warn(f"{item.file}: {note}", stacklevel=2)
+            out.append(
+                RadiographPrediction(
+                    file=item.file,
+                    path=item.path,
+                    shape=item.shape,
+                    spacing=item.spacing,
+                    spacing_source=item.spacing_source,
+                    sop_instance_uid=item.sop_instance_uid,
+                    film=item.film,
+                    knees=knees[i],
+                    warnings=notes[i],
+                    settings=settings,
+                )
+            )
+        return out
+
+    def _absent_reason(self, item: PreparedRadiograph, job: LcJob, centre: np.ndarray, spread_mm: float) -> str | None:
+        """Why a knee counts as missing under the presence rule (``None``: present or not checked)."""
+        if not np.all(np.isfinite(centre)):
+            return "the low-cost model gave no finite centre"
+        if not job.plan.check_presence:
+            return None
+        rule = self.preparer.presence
+        if job.content < rule.min_content_fraction:
+            return f"its half of the film is empty ({job.content:.1%} of pixels above {rule.content_level})"
+        if spread_mm > rule.max_lc_spread_mm:
+            return f"the low-cost folds disagree by {spread_mm:.0f} mm (> {rule.max_lc_spread_mm:g} mm)"
+        h, w = item.shape
+        x, y = float(centre[0]), float(centre[1])
+        mid = w / 2.0
+        inside = -0.5 <= y <= h - 0.5 and (-0.5 <= x <= mid if job.plan.half is KneeSide.R else mid - 1 <= x <= w)
+        if job.plan.half is not None and not inside:
+            return f"the predicted centre ({x:.0f}, {y:.0f}) lies outside its half of the film"
+        return None

@@ -1,0 +1,206 @@
+"""What inference returns: landmarks per knee in original pixels and millimetres, with uncertainty and quality.
+
+Millimetres are the pixel coordinates times the spacing (``x_mm = x_px * col_mm``, ``y_mm = y_px * row_mm``), measured
+from the centre of the top-left pixel. ``uncertainty_mm`` is the RMS distance of the fold models' predictions from
+their mean (the ensemble's spread) in millimetres; a knee is flagged ``"uncertain"`` when that spread is large
+(:data:`QUALITY_MEDIAN_MM`, :data:`QUALITY_MAX_MM`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kneel.landmarks import NUM_LANDMARKS, KneeSide, landmark_names
+
+__all__ = [
+    "QUALITY_MEDIAN_MM",
+    "QUALITY_MAX_MM",
+    "quality_flag",
+    "KneePrediction",
+    "RadiographPrediction",
+    "CSV_COLUMNS",
+]
+
+QUALITY_MEDIAN_MM = 1.0
+"""A knee is ``"uncertain"`` when the median landmark spread of the folds exceeds this (mm) ..."""
+QUALITY_MAX_MM = 2.5
+"""... or when any single landmark's spread exceeds this (mm)."""
+
+CSV_COLUMNS = (
+    "file",
+    "side",
+    "landmark",
+    "name",
+    "x_px",
+    "y_px",
+    "x_mm",
+    "y_mm",
+    "uncertainty_mm",
+    "sop_instance_uid",
+    "quality",
+)
+"""Columns of ``landmarks.csv``: the landmark table's keys ``file,side,landmark`` then the prediction columns."""
+
+
+def quality_flag(uncertainty_mm: np.ndarray) -> str:
+    """``"ok"`` or ``"uncertain"`` from the per-landmark fold spread (thresholds above; NaN counts as uncertain)."""
+    u = np.asarray(uncertainty_mm, dtype=np.float64)
+    if not np.all(np.isfinite(u)):
+        return "uncertain"
+    if np.median(u) > QUALITY_MEDIAN_MM or np.max(u) > QUALITY_MAX_MM:
+        return "uncertain"
+    return "ok"
+
+
+def _points(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, 2)
+
+
+@dataclass
+class KneePrediction:
+    """One knee: 16 landmarks (T0-T8, F9-F15) in original pixels, their millimetre positions and uncertainty."""
+
+    side: KneeSide
+    landmarks_px: np.ndarray
+    """(16, 2) ``(x, y)`` in original-image pixels, pixel centres at integers."""
+    spacing: tuple[float, float]
+    """(row_mm, col_mm) of the original image."""
+    uncertainty_mm: np.ndarray
+    """(16,) fold spread per landmark in mm."""
+    centre_px: np.ndarray
+    """(2,) centre of the last high-cost ROI (the low-cost centre, or the refined T4) in original pixels."""
+    lc_centre_px: np.ndarray
+    """(2,) the low-cost model's knee centre in original pixels."""
+    lc_uncertainty_mm: float = float("nan")
+    """Fold spread of the low-cost centre in mm."""
+
+    @property
+    def landmarks_mm(self) -> np.ndarray:
+        """(16, 2) positions in mm from the centre of the top-left pixel."""
+        row, col = self.spacing
+        return self.landmarks_px * np.array([col, row])
+
+    @property
+    def quality(self) -> str:
+        return quality_flag(self.uncertainty_mm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "side": self.side.value,
+            "landmarks_px": self.landmarks_px.tolist(),
+            "landmarks_mm": self.landmarks_mm.tolist(),
+            "uncertainty_mm": self.uncertainty_mm.tolist(),
+            "quality": self.quality,
+            "centre_px": self.centre_px.tolist(),
+            "lc_centre_px": self.lc_centre_px.tolist(),
+            "lc_uncertainty_mm": float(self.lc_uncertainty_mm),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], spacing: tuple[float, float]) -> KneePrediction:
+        return cls(
+            side=KneeSide.parse(data["side"]),
+            landmarks_px=_points(data["landmarks_px"]),
+            spacing=spacing,
+            uncertainty_mm=np.asarray(data["uncertainty_mm"], dtype=np.float64),
+            centre_px=np.asarray(data["centre_px"], dtype=np.float64),
+            lc_centre_px=np.asarray(data["lc_centre_px"], dtype=np.float64),
+            lc_uncertainty_mm=float(data.get("lc_uncertainty_mm", float("nan"))),
+        )
+
+
+@dataclass
+class RadiographPrediction:
+    """All knees found in one radiograph, plus what a reader needs to trust or reproduce them."""
+
+    file: str
+    """The file key: as given on the command line, or relative to the input folder."""
+    path: str
+    shape: tuple[int, int]
+    """(rows, columns) of the original image."""
+    spacing: tuple[float, float]
+    spacing_source: str
+    sop_instance_uid: str | None
+    film: str
+    """``"bilateral"`` or ``"single"`` (a single-knee film, see :mod:`kneel.inference.presence`)."""
+    knees: dict[KneeSide, KneePrediction] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, side: str | KneeSide) -> KneePrediction:
+        return self.knees[KneeSide.parse(side)]
+
+    def __iter__(self) -> Iterator[KneePrediction]:
+        for side in (KneeSide.R, KneeSide.L):
+            if side in self.knees:
+                yield self.knees[side]
+
+    def bilateral_array(self) -> np.ndarray:
+        """(2, 16, 2) in R, L order (NaN for a missing knee): the reference's ``preds`` row."""
+        out = np.full((2, NUM_LANDMARKS, 2), np.nan)
+        for i, side in enumerate((KneeSide.R, KneeSide.L)):
+            if side in self.knees:
+                out[i] = self.knees[side].landmarks_px
+        return out
+
+    def rows(self) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``landmarks.csv`` (:data:`CSV_COLUMNS`), R before L, landmarks in index order."""
+        names = landmark_names()
+        for knee in self:
+            mm = knee.landmarks_mm
+            quality = knee.quality
+            for k in range(NUM_LANDMARKS):
+                yield (
+                    self.file,
+                    knee.side.value,
+                    k,
+                    names[k],
+                    float(knee.landmarks_px[k, 0]),
+                    float(knee.landmarks_px[k, 1]),
+                    float(mm[k, 0]),
+                    float(mm[k, 1]),
+                    float(knee.uncertainty_mm[k]),
+                    self.sop_instance_uid or "",
+                    quality,
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "path": self.path,
+            "status": "ok",
+            "image": {
+                "rows": int(self.shape[0]),
+                "columns": int(self.shape[1]),
+                "spacing_mm": [float(v) for v in self.spacing],
+                "spacing_source": self.spacing_source,
+                "sop_instance_uid": self.sop_instance_uid,
+                "film": self.film,
+            },
+            "knees": {knee.side.value: knee.to_dict() for knee in self},
+            "missing": [s.value for s in (KneeSide.R, KneeSide.L) if s not in self.knees],
+            "warnings": list(self.warnings),
+            "settings": dict(self.settings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RadiographPrediction:
+        image = data["image"]
+        spacing = (float(image["spacing_mm"][0]), float(image["spacing_mm"][1]))
+        knees = {KneeSide.parse(s): KneePrediction.from_dict(k, spacing) for s, k in data.get("knees", {}).items()}
+        return cls(
+            file=data["file"],
+            path=data.get("path", data["file"]),
+            shape=(int(image["rows"]), int(image["columns"])),
+            spacing=spacing,
+            spacing_source=image.get("spacing_source", ""),
+            sop_instance_uid=image.get("sop_instance_uid"),
+            film=image.get("film", "bilateral"),
+            knees=knees,
+            warnings=list(data.get("warnings", [])),
+            settings=dict(data.get("settings", {})),
+        )

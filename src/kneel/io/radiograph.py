@@ -1,0 +1,610 @@
+"""Reading knee radiographs: DICOM (any common transfer syntax) or PNG/TIFF/JPEG with an explicit spacing.
+
+``read_radiograph`` returns a ``Radiograph``: the image as float32 with bone bright, the pixel spacing in mm as
+``(row_mm, col_mm)`` (anisotropic spacing kept exact) and where that spacing came from, plus the metadata later
+stages and reports need. Every way a file can be unusable raises a typed ``RadiographError`` (see
+``kneel.io.errors``) naming the file and the cause; no exception from pydicom, OpenCV or numpy escapes.
+
+Intensity handling (DICOM):
+
+1. Pixels are decoded by pydicom (with the pylibjpeg plugins: uncompressed, RLE, JPEG baseline/extended/lossless,
+   JPEG-LS, JPEG 2000).
+2. The modality LUT is applied: RescaleSlope/RescaleIntercept (or a Modality LUT Sequence), so values are in the
+   modality's units.
+3. ``MONOCHROME1`` (bright = low values) is inverted so that bone is bright, by reflecting every value within the
+   range the stored bits can represent: ``v -> lo + hi - v`` with ``lo``/``hi`` the modality-LUT images of the
+   smallest and largest storable values (for unsigned data without rescale: ``(2**BitsStored - 1) - v``). The
+   result stays in the same range and does not depend on the image content (the reference used ``max(img) - img``).
+4. The VOI LUT (WindowCenter/WindowWidth or a VOI LUT Sequence) is **not** applied: the window is stored in
+   ``meta.window_center``/``meta.window_width`` for display only. kneel's own intensity normalisation is
+   ``normalize_intensity`` (the reference's 5th-99th percentile windowing), applied by the later stages.
+
+Spacing: ``ImagerPixelSpacing`` first (the reference's choice; detector pitch), then ``PixelSpacing``; if the first
+tag present is unusable (zero, negative, unparsable) the other one is used when it is valid, otherwise the error
+names the tag. An explicit ``spacing=`` (a float, or ``(row_mm, col_mm)``) always wins and is recorded as
+``"override"``; the file's own spacing (or why it was unusable) stays in ``meta.file_spacing``/``file_spacing_error``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneel.io.errors import (
+    DecodeError,
+    InvalidSpacingError,
+    MissingPixelDataError,
+    MissingSpacingError,
+    NotDicomError,
+    RadiographError,
+    SpacingError,
+    TruncatedFileError,
+    UnsupportedImageError,
+)
+
+__all__ = [
+    "Radiograph",
+    "RadiographMeta",
+    "read_radiograph",
+    "normalize_intensity",
+    "parse_spacing",
+    "SPACING_TAGS",
+    "IMAGE_SUFFIXES",
+]
+
+SPACING_TAGS: tuple[str, ...] = ("ImagerPixelSpacing", "PixelSpacing")
+"""DICOM spacing attributes in order of preference."""
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+"""Plain image formats accepted when ``spacing=`` is given (recognised by content, not only by suffix)."""
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_GREY = ("MONOCHROME1", "MONOCHROME2")
+
+
+@dataclass(frozen=True)
+class RadiographMeta:
+    """What the file says about the image (``None`` where the file does not say).
+
+    Attributes:
+        rows, columns: Image size in pixels.
+        bits_stored: Bits per pixel actually used (DICOM BitsStored; 8 or 16 for plain images).
+        photometric_interpretation: ``MONOCHROME1``/``MONOCHROME2`` (plain images report ``MONOCHROME2``).
+        transfer_syntax_uid, transfer_syntax_name: DICOM transfer syntax (``None`` for plain images).
+        modality: DICOM Modality (DX, CR, ...).
+        laterality: ImageLaterality, else Laterality (``R``/``L``/``B``...).
+        view_position: ViewPosition (PA, AP, ...).
+        sop_instance_uid, patient_id: Identifiers, carried into prediction tables.
+        file_format: ``"dicom"``, ``"png"``, ``"tiff"`` or ``"jpeg"``.
+        file_size: Size of the file in bytes.
+        pixel_representation: 0 unsigned, 1 signed (DICOM).
+        rescale_slope, rescale_intercept: The modality rescale applied (1, 0 when absent).
+        window_center, window_width: First VOI window of the file (stored, never applied).
+        inverted: Whether the image was inverted (MONOCHROME1).
+        file_spacing: The spacing the file itself gives, ``(row_mm, col_mm)``, or ``None``.
+        file_spacing_source: The tag ``file_spacing`` came from.
+        file_spacing_error: Why the file's spacing is unusable (when an override made it irrelevant).
+    """
+
+    rows: int
+    columns: int
+    bits_stored: int | None = None
+    photometric_interpretation: str = "MONOCHROME2"
+    transfer_syntax_uid: str | None = None
+    transfer_syntax_name: str | None = None
+    modality: str | None = None
+    laterality: str | None = None
+    view_position: str | None = None
+    sop_instance_uid: str | None = None
+    patient_id: str | None = None
+    file_format: str = "dicom"
+    file_size: int = 0
+    pixel_representation: int | None = None
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    window_center: float | None = None
+    window_width: float | None = None
+    inverted: bool = False
+    file_spacing: tuple[float, float] | None = None
+    file_spacing_source: str | None = None
+    file_spacing_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Radiograph:
+    """One radiograph ready for kneel.
+
+    Attributes:
+        image: float32 array (rows, columns), bone bright, in modality units (not windowed).
+        spacing: Pixel spacing in mm, ``(row_mm, col_mm)``, exact (anisotropic spacing is kept).
+        spacing_source: ``"ImagerPixelSpacing"``, ``"PixelSpacing"`` or ``"override"``.
+        path: The file read.
+        meta: Metadata (see ``RadiographMeta``).
+    """
+
+    image: np.ndarray
+    spacing: tuple[float, float]
+    spacing_source: str
+    path: Path
+    meta: RadiographMeta
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, columns)``."""
+        return (int(self.image.shape[0]), int(self.image.shape[1]))
+
+    @property
+    def size_mm(self) -> tuple[float, float]:
+        """Physical size ``(height_mm, width_mm)``."""
+        return (self.image.shape[0] * self.spacing[0], self.image.shape[1] * self.spacing[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# public functions
+
+
+def read_radiograph(path: str | os.PathLike[str], spacing: float | Sequence[float] | None = None) -> Radiograph:
+    """Read a DICOM file (with or without ``.dcm`` suffix or preamble) or a PNG/TIFF/JPEG image.
+
+    Args:
+        path: The file. DICOM is recognised by its ``DICM`` marker (or, without preamble, by its first tag); plain
+            images by their magic bytes.
+        spacing: Pixel spacing override in mm: one number (square pixels) or ``(row_mm, col_mm)``. Always wins over
+            the file's tags; required for plain images.
+
+    Returns:
+        The radiograph (float32 image with bone bright, spacing, metadata).
+
+    Raises:
+        RadiographError: A subclass naming the file and the cause (see ``kneel.io.errors``).
+    """
+    path = Path(path)
+    override = None if spacing is None else parse_spacing(spacing, path=path, tag="spacing=")
+    head = _read_head(path)
+    kind = _sniff(head)
+    if kind == "dicom" or kind == "dicom-no-preamble":
+        return _read_dicom(path, override, force=kind == "dicom-no-preamble")
+    if kind in ("png", "tiff", "jpeg"):
+        return _read_plain_image(path, kind, override)
+    raise NotDicomError(
+        "not a DICOM file (no 'DICM' marker, no DICOM tags at the start) nor a PNG/TIFF/JPEG image", path
+    )
+
+
+def normalize_intensity(image: np.ndarray, low: float = 5.0, high: float = 99.0) -> np.ndarray:
+    """Window an image to uint8 like the reference: clip to the ``low``-``high`` percentiles, scale to 0-255.
+
+    ``out = floor((clip(x, p_low, p_high) - p_low) / (p_high - p_low) * 255)`` (the reference truncates with
+    ``astype(uint8)``, so does this). Percentiles are taken over the whole image, ignoring NaN. A flat image (``p_high
+    == p_low``) gives zeros.
+
+    Args:
+        image: 2-D array (any real dtype), bone bright.
+        low, high: Percentiles (0-100) mapped to 0 and 255.
+
+    Returns:
+        uint8 array of the same shape.
+    """
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo, hi = (float(v) for v in np.nanpercentile(arr, [low, high]))
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    out = (np.clip(arr, lo, hi) - lo) * np.float32(255.0 / (hi - lo))
+    out = np.nan_to_num(out, nan=0.0)
+    return np.clip(out, 0.0, 255.0).astype(np.uint8)
+
+
+def parse_spacing(
+    value: Any, *, path: str | os.PathLike[str] | None = None, tag: str | None = None
+) -> tuple[float, float]:
+    """Turn a spacing value (number, pair, DICOM multi-value or ``"r\\\\c"`` string) into ``(row_mm, col_mm)``.
+
+    One value means square pixels. Raises ``InvalidSpacingError`` (naming ``tag``) for anything that is not one or
+    two finite positive numbers.
+    """
+    where = f"{tag} " if tag else "spacing "
+    items: list[Any]
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    if isinstance(value, str):
+        items = [part for part in value.strip().strip("\x00").split("\\")]
+    elif isinstance(value, (int, float, np.integer, np.floating)):
+        items = [value]
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise InvalidSpacingError(f"{where}is not a number or a pair: {value!r}", path, tag) from None
+    if len(items) not in (1, 2):
+        raise InvalidSpacingError(f"{where}must have 1 or 2 values (row, col), got {len(items)}: {value!r}", path, tag)
+    numbers = []
+    for item in items:
+        try:
+            number = float(str(item).strip()) if isinstance(item, (str, bytes)) else float(item)
+        except (TypeError, ValueError):
+            raise InvalidSpacingError(f"{where}is not a number: {value!r}", path, tag) from None
+        if not math.isfinite(number):
+            raise InvalidSpacingError(f"{where}is not finite: {value!r}", path, tag)
+        if number == 0.0:
+            raise InvalidSpacingError(f"{where}is zero: {value!r}", path, tag)
+        if number < 0.0:
+            raise InvalidSpacingError(f"{where}is negative: {value!r}", path, tag)
+        numbers.append(number)
+    row = numbers[0]
+    col = numbers[1] if len(numbers) == 2 else numbers[0]
+    return (row, col)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# file type
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)
+    except FileNotFoundError:
+        raise NotDicomError("file not found", path) from None
+    except IsADirectoryError:
+        raise NotDicomError("is a folder, not a file", path) from None
+    except OSError as exc:
+        raise NotDicomError(f"cannot open the file: {exc.strerror or exc}", path) from None
+
+
+def _sniff(head: bytes) -> str:
+    """``dicom``, ``dicom-no-preamble``, ``png``, ``tiff``, ``jpeg`` or ``unknown``."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if head[:4] in _TIFF_MAGICS:
+        return "tiff"
+    if len(head) >= 8:
+        # A DICOM data set without preamble starts with a group 0002 (file meta) or 0008 (identifying) element,
+        # little- or big-endian.
+        group_le = int.from_bytes(head[0:2], "little")
+        group_be = int.from_bytes(head[0:2], "big")
+        if group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008):
+            return "dicom-no-preamble"
+    return "unknown"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DICOM
+
+
+def _read_dicom(path: Path, override: tuple[float, float] | None, *, force: bool) -> Radiograph:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    file_size = path.stat().st_size
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(path, force=force)
+        except InvalidDicomError as exc:
+            raise NotDicomError(f"not a valid DICOM file ({exc})", path) from None
+        except (EOFError, OSError) as exc:
+            raise TruncatedFileError(f"the file ends inside its DICOM header ({exc})", path) from None
+        except Exception as exc:  # pydicom raises many types on corrupt headers
+            raise TruncatedFileError(f"corrupt DICOM header: {type(exc).__name__}: {exc}", path) from None
+    if any("End of file" in str(w.message) for w in caught):
+        raise TruncatedFileError("the file ends before the DICOM data does (truncated copy?)", path)
+    _check_complete(ds, path, file_size)
+    if force and len(ds) == 0:
+        raise NotDicomError("not a DICOM file (no DICOM elements found)", path)
+
+    meta_fields = _dicom_meta(ds, path, file_size)
+    pixels = _decode(ds, path)
+    image, inverted = _to_float_bone_bright(pixels, ds, path)
+
+    try:
+        file_spacing, file_source = _dicom_spacing(ds, path)
+        file_error = None
+    except SpacingError as exc:
+        if override is None:
+            raise
+        file_spacing, file_source, file_error = None, exc.tag, exc.reason
+    meta = RadiographMeta(
+        **meta_fields,
+        inverted=inverted,
+        file_spacing=file_spacing,
+        file_spacing_source=file_source,
+        file_spacing_error=file_error,
+    )
+    if override is not None:
+        return Radiograph(image, override, "override", path, meta)
+    assert file_spacing is not None and file_source is not None
+    return Radiograph(image, file_spacing, file_source, path, meta)
+
+
+def _check_complete(ds: Any, path: Path, file_size: int) -> None:
+    """pydicom silently keeps a short last element: compare each element's declared end with the file size."""
+    end = 0
+    for tag in ds.keys():
+        try:
+            elem = ds.get_item(tag)
+        except Exception:  # noqa: BLE001 - an element that cannot even be fetched is corruption
+            raise TruncatedFileError(f"corrupt DICOM element {tag}", path) from None
+        tell = getattr(elem, "value_tell", None)
+        length = getattr(elem, "length", None)
+        if tell is None or length is None or length == 0xFFFFFFFF:
+            continue
+        end = max(end, int(tell) + int(length))
+    if end > file_size:
+        raise TruncatedFileError(f"the file is truncated: {file_size} bytes, its last element needs {end}", path)
+
+
+def _get(ds: Any, keyword: str, default: Any = None) -> Any:
+    """An attribute's value, or ``default`` when absent, empty or unreadable (invalid VR content)."""
+    try:
+        value = ds.get(keyword, default)
+    except Exception:  # noqa: BLE001 - invalid values in optional attributes must not stop reading
+        return default
+    if value is None or (isinstance(value, (str, bytes)) and value == ""):
+        return default
+    return value
+
+
+def _first_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, (str, bytes, int, float)):
+            value = list(value)[0]
+        return float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value).strip() or None
+
+
+def _dicom_meta(ds: Any, path: Path, file_size: int) -> dict[str, Any]:
+    file_meta = getattr(ds, "file_meta", None)
+    ts = None if file_meta is None else _get(file_meta, "TransferSyntaxUID")
+    ts_name = None
+    if ts is not None:
+        try:
+            ts_name = ts.name if ts.name != str(ts) else None
+        except Exception:  # noqa: BLE001 - an unknown or malformed UID has no name
+            ts_name = None
+    rows = _get(ds, "Rows")
+    columns = _get(ds, "Columns")
+    slope = _first_float(_get(ds, "RescaleSlope"))
+    intercept = _first_float(_get(ds, "RescaleIntercept"))
+    return {
+        "rows": int(rows) if rows is not None else 0,
+        "columns": int(columns) if columns is not None else 0,
+        "bits_stored": _get(ds, "BitsStored"),
+        "photometric_interpretation": str(_get(ds, "PhotometricInterpretation", "")).strip(),
+        "transfer_syntax_uid": None if ts is None else str(ts),
+        "transfer_syntax_name": ts_name,
+        "modality": _opt_str(_get(ds, "Modality")),
+        "laterality": _opt_str(_get(ds, "ImageLaterality")) or _opt_str(_get(ds, "Laterality")),
+        "view_position": _opt_str(_get(ds, "ViewPosition")),
+        "sop_instance_uid": _opt_str(_get(ds, "SOPInstanceUID")),
+        "patient_id": _opt_str(_get(ds, "PatientID")),
+        "file_format": "dicom",
+        "file_size": file_size,
+        "pixel_representation": _get(ds, "PixelRepresentation"),
+        "rescale_slope": 1.0 if slope is None else slope,
+        "rescale_intercept": 0.0 if intercept is None else intercept,
+        "window_center": _first_float(_get(ds, "WindowCenter")),
+        "window_width": _first_float(_get(ds, "WindowWidth")),
+    }
+
+
+def _decode(ds: Any, path: Path) -> np.ndarray:
+    """Check the image is one grey frame, then decode it (typed errors for every failure)."""
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise MissingPixelDataError("the DICOM file has no Pixel Data (not an image)", path)
+    photometric = str(_get(ds, "PhotometricInterpretation", "")).strip().upper()
+    samples = _get(ds, "SamplesPerPixel", 1)
+    if photometric not in _GREY or samples != 1:
+        raise UnsupportedImageError(
+            f"colour image (PhotometricInterpretation {photometric or 'missing'}, SamplesPerPixel {samples}); "
+            "kneel needs a grey-level radiograph (MONOCHROME1/MONOCHROME2)",
+            path,
+        )
+    frames = _get(ds, "NumberOfFrames", 1)
+    try:
+        n_frames = int(frames)
+    except (TypeError, ValueError):
+        n_frames = 1
+    if n_frames > 1:
+        raise UnsupportedImageError(f"multi-frame image ({n_frames} frames); kneel needs a single frame", path)
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if _get(ds, keyword) is None:
+            raise UnsupportedImageError(f"the image attribute {keyword} is missing", path)
+    if getattr(ds, "file_meta", None) is None or _get(ds.file_meta, "TransferSyntaxUID") is None:
+        # Preamble-less files often lack file meta: pydicom knows how it parsed them.
+        _set_transfer_syntax_from_parse(ds)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pixels = ds.pixel_array
+        except (RuntimeError, NotImplementedError, ImportError) as exc:
+            ts = _transfer_syntax_label(ds)
+            raise DecodeError(f"cannot decode {ts} pixel data: {_short(exc)}", path) from None
+        except ValueError as exc:
+            text = str(exc)
+            if "less than expected" in text or "doesn't match the expected" in text or "too short" in text:
+                raise TruncatedFileError(f"the pixel data is shorter than the image needs ({_short(exc)})", path) from None
+            raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
+        except AttributeError as exc:
+            raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
+        except Exception as exc:  # noqa: BLE001 - codec plugins raise arbitrary types on corrupt streams
+            ts = _transfer_syntax_label(ds)
+            raise DecodeError(f"the {ts} codec failed: {type(exc).__name__}: {_short(exc)}", path) from None
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise UnsupportedImageError(f"decoded pixels have shape {pixels.shape}, expected one grey frame", path)
+    return pixels
+
+
+def _set_transfer_syntax_from_parse(ds: Any) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit = getattr(ds, "is_implicit_VR", None)
+    little = getattr(ds, "is_little_endian", True)
+    if implicit is None:
+        implicit = getattr(ds, "original_encoding", (False, True))[0]
+    uid = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = uid
+
+
+def _transfer_syntax_label(ds: Any) -> str:
+    file_meta = getattr(ds, "file_meta", None)
+    ts = None if file_meta is None else _get(file_meta, "TransferSyntaxUID")
+    if ts is None:
+        return "the"
+    try:
+        return f"{ts.name} ({ts})"
+    except Exception:  # noqa: BLE001
+        return str(ts)
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _to_float_bone_bright(pixels: np.ndarray, ds: Any, path: Path) -> tuple[np.ndarray, bool]:
+    """Apply the modality LUT (rescale) and invert MONOCHROME1; float32 out."""
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - malformed rescale/LUT attributes
+        raise DecodeError(f"cannot apply the modality LUT / rescale: {_short(exc)}", path) from None
+    photometric = str(_get(ds, "PhotometricInterpretation", "")).strip().upper()
+    inverted = photometric == "MONOCHROME1"
+    if inverted:
+        lo, hi = _storable_range(ds, pixels)
+        try:
+            ends = np.asarray(apply_modality_lut(np.array([lo, hi], dtype=pixels.dtype), ds), dtype=np.float64)
+        except Exception:  # noqa: BLE001 - LUT sequences with odd ranges: fall back to the image's own range
+            ends = np.array([values.min(), values.max()])
+        values = (ends.min() + ends.max()) - values
+    if not np.all(np.isfinite(values)):
+        raise DecodeError("the image contains non-finite values after rescale", path)
+    return values.astype(np.float32), inverted
+
+
+def _storable_range(ds: Any, pixels: np.ndarray) -> tuple[int, int]:
+    """Smallest and largest value the stored bits can hold (BitsStored, PixelRepresentation)."""
+    bits = _get(ds, "BitsStored") or _get(ds, "BitsAllocated") or pixels.dtype.itemsize * 8
+    bits = int(bits)
+    if int(_get(ds, "PixelRepresentation", 0) or 0) == 1:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _dicom_spacing(ds: Any, path: Path) -> tuple[tuple[float, float], str]:
+    """Spacing from ImagerPixelSpacing, then PixelSpacing; typed error naming the tag when unusable."""
+    errors: list[SpacingError] = []
+    for tag in SPACING_TAGS:
+        if tag not in ds:
+            continue
+        try:
+            raw = _raw_value(ds, tag)
+        except Exception:  # noqa: BLE001
+            raw = None
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            errors.append(MissingSpacingError(f"{tag} is present but empty", path, tag))
+            continue
+        try:
+            return parse_spacing(raw, path=path, tag=tag), tag
+        except InvalidSpacingError as exc:
+            errors.append(exc)
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            others = "; ".join(e.reason for e in errors[1:])
+            raise type(first)(f"{first.reason}; {others}; pass spacing= to override", path, first.tag)
+        raise type(first)(f"{first.reason}; pass spacing= to override", path, first.tag)
+    raise MissingSpacingError(
+        "no pixel spacing: neither ImagerPixelSpacing nor PixelSpacing is present; pass spacing= (mm per pixel)",
+        path,
+        "ImagerPixelSpacing/PixelSpacing",
+    )
+
+
+def _raw_value(ds: Any, keyword: str) -> Any:
+    """The tag's value without pydicom's DS conversion (which raises on unparsable text)."""
+    from pydicom.datadict import tag_for_keyword
+
+    elem = ds.get_item(tag_for_keyword(keyword))
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", errors="replace").strip("\x00 ")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# PNG / TIFF / JPEG
+
+
+def _read_plain_image(path: Path, kind: str, override: tuple[float, float] | None) -> Radiograph:
+    import cv2
+
+    if override is None:
+        raise MissingSpacingError(
+            f"a {kind.upper()} image carries no pixel spacing; pass spacing= (mm per pixel, or row,col)", path, None
+        )
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise NotDicomError(f"cannot read the file: {exc.strerror or exc}", path) from None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        image = None
+        reason = _short(exc)
+    else:
+        reason = "OpenCV could not decode it"
+    if image is None:
+        raise TruncatedFileError(f"corrupt or truncated {kind.upper()} image ({reason})", path)
+    if image.ndim == 3:
+        channels = image.shape[2]
+        colour = image[:, :, :3] if channels >= 3 else image[:, :, :1]
+        if channels == 2 or not all(np.array_equal(colour[:, :, 0], colour[:, :, c]) for c in range(colour.shape[2])):
+            raise UnsupportedImageError(f"colour image ({channels} channels); kneel needs a grey-level radiograph", path)
+        image = colour[:, :, 0]
+    if image.ndim != 2:
+        raise UnsupportedImageError(f"unexpected image shape {image.shape}", path)
+    if image.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
+        raise UnsupportedImageError(f"unsupported pixel type {image.dtype}", path)
+    bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16, np.dtype(np.int16): 16}.get(image.dtype, 32)
+    meta = RadiographMeta(
+        rows=int(image.shape[0]),
+        columns=int(image.shape[1]),
+        bits_stored=bits,
+        photometric_interpretation="MONOCHROME2",
+        file_format=kind,
+        file_size=path.stat().st_size,
+    )
+    return Radiograph(np.ascontiguousarray(image, dtype=np.float32), override, "override", path, meta)

@@ -1,0 +1,109 @@
+"""The cross-validation fold models of one stage run as one predictor (the reference averages their outputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kneel.errors import ModelError
+from kneel.models.inference import PRECISIONS, Precision, autocast, optimize_for_inference
+from kneel.models.weights import ModelConfig
+
+__all__ = ["FoldEnsemble", "Precision"]
+
+
+class FoldEnsemble:
+    """Runs every fold model on the same images; returns the mean normalised ``(x, y)`` and the folds' spread.
+
+    Each fold normalises the 0-255 input with its own mean/std (they may differ between folds). One-channel input is
+    repeated to the three channels the network expects.
+
+    Args:
+        models: fold networks (any order; configs give the fold index).
+        configs: one :class:`ModelConfig` per model, all of the same stage and input size.
+        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
+        optimize: replace each model by its inference-optimised copy (BatchNorm folded, channels-last).
+
+    Example:
+        >>> ens = load_stage("MODEL/hc")  # doctest: +SKIP
+        >>> mean, spread = ens.predict(images)  # (B, 16, 2) normalised, (B, 16) normalised  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        configs: Sequence[ModelConfig],
+        *,
+        precision: Precision = "fp32",
+        optimize: bool = True,
+    ) -> None:
+        if not models or len(models) != len(configs):
+            raise ModelError(f"need one config per model, got {len(models)} models and {len(configs)} configs")
+        stages = {c.stage for c in configs}
+        crops = {c.crop for c in configs}
+        if len(stages) > 1 or len(crops) > 1:
+            raise ModelError(f"folds disagree on stage {sorted(stages)} or input size {sorted(crops)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+        self.configs = list(configs)
+        self.models = [optimize_for_inference(m) if optimize else m.eval() for m in models]
+        self.precision: Precision = precision
+        self.device = torch.device("cpu")
+        self._stats = [self._stats_of(c) for c in self.configs]
+
+    @staticmethod
+    def _stats_of(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(config.mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+        std = torch.tensor(config.std, dtype=torch.float32).reshape(1, 3, 1, 1)
+        return mean, std
+
+    @property
+    def config(self) -> ModelConfig:
+        """The first fold's configuration (geometry is shared by all folds)."""
+        return self.configs[0]
+
+    @property
+    def stage(self) -> str:
+        return self.config.stage
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def to(self, device: str | torch.device) -> FoldEnsemble:
+        """Move all fold models to ``device``; returns self."""
+        self.device = torch.device(device)
+        self.models = [m.to(self.device) for m in self.models]
+        self._stats = [(m.to(self.device), s.to(self.device)) for m, s in self._stats]
+        return self
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"expected images of shape (B, 1 or 3, H, W), got {tuple(images.shape)}")
+        x = images.to(self.device, dtype=torch.float32)
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+    @torch.inference_mode()
+    def predict_folds(self, images: torch.Tensor) -> torch.Tensor:
+        """Each fold's normalised ``(x, y)``: (F, B, K, 2) float32 for 0-255 images (B, 1|3, H, W)."""
+        x = self._prepare(images)
+        outs = []
+        for model, (mean, std) in zip(self.models, self._stats, strict=True):
+            with autocast(self.precision, self.device):
+                out = model((x - mean) / std)
+            outs.append(out.float())
+        return torch.stack(outs)
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean of the folds' normalised ``(x, y)`` (B, K, 2) and their spread (B, K).
+
+        The spread is the RMS Euclidean distance of the fold predictions from their mean, in normalised units
+        (multiply by the input size in pixels, then by the spacing, for millimetres).
+        """
+        folds = self.predict_folds(images)
+        mean = folds.mean(dim=0)
+        spread = ((folds - mean) ** 2).sum(dim=-1).mean(dim=0).sqrt()
+        return mean, spread
+
+    __call__ = predict

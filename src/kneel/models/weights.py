@@ -1,0 +1,270 @@
+"""kneel's model-directory format: ``<stage>/fold_<k>/{model.safetensors, config.json}``, loadable with no pickle.
+
+``config.json`` is a :class:`ModelConfig`: the preset and constructor arguments (the folder alone rebuilds the
+network) plus everything inference needs to feed it (stage, working spacing, ROI size, pad/crop, mean/std).
+Training, the snapshot converter and inference all go through :func:`save_fold` / :func:`load_fold`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import nn
+
+from kneel.errors import ConfigError, KneelError, ModelError
+from kneel.models._registry import get_preset, list_presets
+from kneel.models.hourglass import HourglassNet
+
+if TYPE_CHECKING:
+    from kneel.models.ensemble import FoldEnsemble, Precision
+
+__all__ = [
+    "ModelConfig",
+    "WEIGHTS_NAME",
+    "CONFIG_NAME",
+    "save_fold",
+    "load_fold",
+    "load_stage",
+    "build_model",
+    "fold_dirs",
+    "load_state_dict_into",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+STAGES = ("lc", "hc")
+_FOLD_RE = re.compile(r"^fold_(\d+)$")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild one fold model and feed it (saved as ``config.json`` beside the weights).
+
+    Attributes:
+        preset: preset name the model was built from (``kneel_hc``, ...); the arguments below take precedence.
+        model_args: complete constructor arguments of the network.
+        stage: ``"lc"`` (low-cost knee centre) or ``"hc"`` (high-cost landmarks).
+        fold: cross-validation fold index.
+        spacing_mm: working pixel spacing of the network input (1.0 lc, 0.3 hc).
+        roi_size_mm: high-cost ROI side (140 mm); ``None`` for lc.
+        pad: side of the zero-padded square (520).
+        crop: network input side, centre crop at inference (450).
+        mean: channel means of the 0-255 input.
+        std: channel standard deviations of the 0-255 input.
+        extra: free-form provenance (source snapshot, training run, epoch, metrics, ...).
+    """
+
+    preset: str
+    model_args: dict[str, Any]
+    stage: str
+    fold: int = 0
+    spacing_mm: float = 0.3
+    roi_size_mm: float | None = 140.0
+    pad: int = 520
+    crop: int = 450
+    mean: list[float] = field(default_factory=lambda: [128.0, 128.0, 128.0])
+    std: list[float] = field(default_factory=lambda: [64.0, 64.0, 64.0])
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f"stage must be one of {STAGES}, not {self.stage!r}")
+        self.mean = [float(v) for v in self.mean]
+        self.std = [float(v) for v in self.std]
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ConfigError(f"mean and std need 3 values each, got {self.mean} and {self.std}")
+        if min(self.std) <= 0:
+            raise ConfigError(f"std values must be positive, got {self.std}")
+        self.fold = int(self.fold)
+        self.spacing_mm = float(self.spacing_mm)
+        self.roi_size_mm = None if self.roi_size_mm is None else float(self.roi_size_mm)
+        self.pad, self.crop = int(self.pad), int(self.crop)
+        self.model_args = dict(self.model_args)
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str,
+        *,
+        fold: int = 0,
+        mean: list[float] | tuple[float, ...] | None = None,
+        std: list[float] | tuple[float, ...] | None = None,
+        model_args: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelConfig:
+        """The configuration of a preset (geometry and default statistics), with the given fold/mean/std/args."""
+        p = get_preset(preset)
+        return cls(
+            preset=preset,
+            model_args={**p.model_args, **(model_args or {})},
+            stage=p.stage,
+            fold=fold,
+            spacing_mm=p.spacing_mm,
+            roi_size_mm=p.roi_size_mm,
+            pad=p.pad,
+            crop=p.crop,
+            mean=list(p.mean if mean is None else mean),
+            std=list(p.std if std is None else std),
+            extra=dict(extra or {}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
+        missing = sorted({"preset", "model_args", "stage"} - set(data))
+        if missing:
+            raise ConfigError(f"model config lacks {', '.join(missing)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"model config is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError("model config must be a JSON object")
+        return cls.from_dict(data)
+
+
+def build_model(config: ModelConfig) -> HourglassNet:
+    """A freshly initialised network for ``config`` (its ``model_args`` on top of the preset's)."""
+    base = get_preset(config.preset).model_args if config.preset in list_presets() else {}
+    try:
+        return HourglassNet(**{**base, **config.model_args})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot build a network from model_args {config.model_args}: {exc}") from exc
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    try:
+        from kneel.io.atomic import atomic_write_bytes
+    except ImportError:  # partial install: same temp-file-then-replace protocol
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return
+    atomic_write_bytes(path, data)
+
+
+def save_fold(model: nn.Module, config: ModelConfig, fold_dir: str | os.PathLike[str]) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``fold_dir`` atomically; returns the folder.
+
+    The constructor arguments recorded in ``config.model_args`` are taken from the model itself
+    (``model.init_args``), so the folder always rebuilds exactly this network. A BatchNorm-folded (inference
+    optimised) model cannot be saved: its weights no longer match the architecture.
+    """
+    net = getattr(model, "module", model)  # DataParallel / DDP
+    net = getattr(net, "_orig_mod", net)  # torch.compile
+    if getattr(net, "bn_folded", False):
+        raise ModelError("refusing to save a BatchNorm-folded model; save the original", fold_dir)
+    if isinstance(net, HourglassNet):
+        config.model_args = dict(net.init_args)
+    out = Path(fold_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    metadata = {"format": "kneel", "preset": config.preset, "stage": config.stage, "fold": str(config.fold)}
+    _write_bytes(out / WEIGHTS_NAME, safetensors.torch.save(state, metadata=metadata))
+    _write_bytes(out / CONFIG_NAME, config.to_json().encode("utf-8"))
+    return out
+
+
+def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
+    """Strict load with a readable ``ModelError`` naming the first missing/unexpected/mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{label}: {', '.join(items[:3])}{more}")
+        raise ModelError("weights do not match the architecture; " + "; ".join(parts), source)
+    model.load_state_dict(state, strict=True)
+
+
+def read_config(fold_dir: str | os.PathLike[str]) -> ModelConfig:
+    """The ``config.json`` of a fold folder."""
+    path = Path(fold_dir) / CONFIG_NAME
+    try:
+        return ModelConfig.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"no {CONFIG_NAME} (not a kneel model folder)", path) from None
+    except KneelError as exc:
+        raise ModelError(exc.reason, path) from exc
+
+
+def load_fold(fold_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[HourglassNet, ModelConfig]:
+    """Rebuild and load one fold model (eval mode) from ``fold_dir``; no pickle involved."""
+    config = read_config(fold_dir)
+    model = build_model(config)
+    path = Path(fold_dir) / WEIGHTS_NAME
+    try:
+        state = safetensors.torch.load_file(str(path), device="cpu")
+    except FileNotFoundError:
+        raise ModelError(f"no {WEIGHTS_NAME}", path) from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"unreadable weights: {exc}", path) from exc
+    load_state_dict_into(model, state, path)
+    return model.to(device).eval(), config
+
+
+def fold_dirs(stage_dir: str | os.PathLike[str]) -> list[Path]:
+    """The ``fold_<k>`` sub-folders holding a model, sorted by k."""
+    root = Path(stage_dir)
+    if not root.is_dir():
+        raise ModelError("model stage folder not found", root)
+    found = []
+    for child in root.iterdir():
+        m = _FOLD_RE.match(child.name)
+        if m and child.is_dir() and (child / CONFIG_NAME).is_file():
+            found.append((int(m.group(1)), child))
+    if not found:
+        raise ModelError(f"no fold_<k>/{CONFIG_NAME} folders", root)
+    return [p for _, p in sorted(found)]
+
+
+def load_stage(
+    stage_dir: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    *,
+    precision: Precision = "fp32",
+    optimize: bool = True,
+) -> FoldEnsemble:
+    """All folds of one stage (``MODEL/lc`` or ``MODEL/hc``) as a :class:`FoldEnsemble` ready for inference.
+
+    Args:
+        stage_dir: folder holding ``fold_<k>/``.
+        device: where the models run.
+        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
+        optimize: fold BatchNorm into the convolutions and use channels-last (same numbers, faster).
+    """
+    from kneel.models.ensemble import FoldEnsemble
+
+    loaded = [load_fold(d, "cpu") for d in fold_dirs(stage_dir)]
+    models = [m for m, _ in loaded]
+    configs = [c for _, c in loaded]
+    return FoldEnsemble(models, configs, precision=precision, optimize=optimize).to(device)

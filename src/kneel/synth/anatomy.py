@@ -1,0 +1,518 @@
+"""One knee as the X-ray beam sees it: attenuation of bones and soft tissue, rendered around its 16 landmarks.
+
+Everything happens in the *knee frame* (mm, right-knee orientation: lateral towards -u, v down, tibial landmark 4 at
+the origin) on a regular grid (:class:`KneeCanvas`); the film renderer later maps the grid into the radiograph.
+
+The bones are built *from* the landmarks, so the landmarks lie on visible contours by construction:
+
+* tibia: the plateau is the monotone cubic (PCHIP) through T0-T8 (spines at T3/T5); below its margins T0/T8 the
+  metaphysis narrows to the shaft;
+* femur: the condylar outline is the PCHIP through F9-F15 (notch apex F12); above F9/F15 the condyles narrow to a
+  shaft tilted a few degrees laterally (anatomical valgus);
+* fibula (lateral, partly behind the tibia), patella (faint, above the notch), soft-tissue envelope (fat + muscle).
+
+Attenuation is a line integral: each bone is a tube of cortical shell around trabecular bone or marrow, so its
+projection has the chord profile ``2 sqrt(d (2R - d))`` across (``d`` from the edge, ``R`` half the width); the
+shafts therefore show cortical walls brighter than the medullary canal without drawing them. The plateau and the
+condyles are seen edge-on, so their outline is a step with a bright subchondral plate that thickens with the KL grade
+(sclerosis). Osteophytes grow at the joint margins from KL 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kneel.synth.textures import texture_window
+
+__all__ = ["KneeAnatomy", "KneeCanvas", "Osteophyte", "sample_anatomy", "render_knee"]
+
+MU_SOFT = 0.014
+"""Linear attenuation of muscle-like soft tissue, 1/mm (about 60 keV)."""
+MU_FAT = 0.011
+"""Linear attenuation of fat, 1/mm."""
+MU_BONE = 0.050
+"""Attenuation of cortical bone *in excess of* the soft tissue it displaces, 1/mm."""
+
+
+@dataclass(frozen=True)
+class KneeCanvas:
+    """A grid in the knee frame: pixel ``(row i, col j)`` has its centre at ``(u0 + j * res, v0 + i * res)`` mm."""
+
+    u0: float
+    v0: float
+    res: float
+    rows: int
+    cols: int
+
+    @property
+    def u(self) -> np.ndarray:
+        return (self.u0 + self.res * np.arange(self.cols)).astype(np.float32)
+
+    @property
+    def v(self) -> np.ndarray:
+        return (self.v0 + self.res * np.arange(self.rows)).astype(np.float32)
+
+    def col_range(self, lo: float, hi: float) -> slice:
+        """Columns whose centres lie within ``[lo, hi]`` mm (clipped to the canvas)."""
+        a = int(np.clip(np.floor((lo - self.u0) / self.res), 0, self.cols))
+        b = int(np.clip(np.ceil((hi - self.u0) / self.res) + 1, 0, self.cols))
+        return slice(a, b)
+
+    def row_range(self, lo: float, hi: float) -> slice:
+        a = int(np.clip(np.floor((lo - self.v0) / self.res), 0, self.rows))
+        b = int(np.clip(np.ceil((hi - self.v0) / self.res) + 1, 0, self.rows))
+        return slice(a, b)
+
+
+@dataclass(frozen=True)
+class Osteophyte:
+    """A marginal spur: at landmark ``margin`` (0, 8, 9 or 15), ``size`` mm long."""
+
+    margin: int
+    size: float
+    angle_deg: float
+
+
+@dataclass(frozen=True)
+class KneeAnatomy:
+    """Everything about one knee except where it lies in the film (all lengths in mm)."""
+
+    shape: np.ndarray  # (16, 2) landmarks in the knee frame
+    kl: int
+    # tibia
+    tib_shaft_half: float
+    tib_flare_len: float
+    tib_shaft_offset: float
+    tib_bulge: float
+    tib_cortex_epi: float
+    tib_cortex_shaft: float
+    tib_trabecular: float
+    tib_edge_mm: float
+    tib_plate: float
+    tib_plate_tau: float
+    tib_sclerosis_med: float
+    tib_sclerosis_lat: float
+    tib_rim_offset: float
+    tib_rim_amp: float
+    # femur
+    fem_shaft_half: float
+    fem_flare_len: float
+    fem_tilt_deg: float
+    fem_bulge: float
+    fem_corner: float
+    fem_edge_mm: float
+    fem_cortex_epi: float
+    fem_cortex_shaft: float
+    fem_trabecular: float
+    fem_plate: float
+    fem_plate_tau: float
+    fem_sclerosis_med: float
+    # fibula
+    fib_head_w: float
+    fib_head_h: float
+    fib_head_depth: float
+    fib_drop: float
+    fib_overlap: float
+    fib_shaft_half: float
+    fib_gap: float
+    # patella
+    pat_a: float
+    pat_b: float
+    pat_depth: float
+    pat_du: float
+    pat_dv: float
+    pat_density: float
+    # soft tissue
+    soft_half: float
+    soft_thigh: float
+    soft_calf: float
+    soft_fat: float
+    soft_depth: float
+    soft_offset: float
+    # texture
+    tex_amp: float
+    tex_offset: tuple[int, int]
+    osteophytes: tuple[Osteophyte, ...] = field(default_factory=tuple)
+
+
+_OSTEO_SIZE = {0: (0.0, 0.0), 1: (0.8, 2.0), 2: (1.8, 4.0), 3: (3.0, 6.5), 4: (4.5, 9.0)}
+_OSTEO_PROB = {0: 0.0, 1: 0.35, 2: 0.7, 3: 0.85, 4: 0.95}
+
+
+def sample_anatomy(shape: np.ndarray, kl: int, rng: np.random.Generator) -> KneeAnatomy:
+    """Draw the anatomy of one knee around its landmarks; OA signs (spurs, sclerosis) follow the KL grade."""
+    s = np.asarray(shape, dtype=np.float64)
+    wp = float(s[8, 0] - s[0, 0])
+    wc = float(s[15, 0] - s[9, 0])
+    u = rng.uniform
+    kl = int(kl)
+    scl = max(kl - 1, 0)
+    osteos = []
+    lo, hi = _OSTEO_SIZE[kl]
+    for margin, medial in ((0, False), (8, True), (9, False), (15, True)):
+        p = _OSTEO_PROB[kl] * (1.0 if medial else 0.8)
+        if rng.random() < p:
+            size = u(lo, hi) * (1.15 if medial else 0.9)
+            osteos.append(Osteophyte(margin, float(size), float(u(15.0, 45.0))))
+    return KneeAnatomy(
+        shape=s,
+        kl=kl,
+        tib_shaft_half=wp * u(0.165, 0.2),
+        tib_flare_len=wp * u(0.7, 0.9),
+        tib_shaft_offset=float(rng.normal(0.0, 1.5)),
+        tib_bulge=u(0.3, 2.0),
+        tib_cortex_epi=u(0.7, 1.3),
+        tib_cortex_shaft=u(3.5, 5.5),
+        tib_trabecular=u(0.2, 0.3),
+        tib_edge_mm=u(0.6, 1.6),
+        tib_plate=u(8.0, 14.0),
+        tib_plate_tau=u(0.5, 1.0),
+        tib_sclerosis_med=scl * u(0.8, 1.6),
+        tib_sclerosis_lat=scl * u(0.1, 0.6),
+        tib_rim_offset=u(2.0, 5.0),
+        tib_rim_amp=u(0.0, 0.5),
+        fem_shaft_half=wc * u(0.18, 0.215),
+        fem_flare_len=wc * u(0.85, 1.05),
+        fem_tilt_deg=u(4.0, 8.0),
+        fem_bulge=u(1.0, 3.5),
+        fem_corner=u(2.0, 5.0),
+        fem_edge_mm=u(1.5, 4.0),
+        fem_cortex_epi=u(0.7, 1.2),
+        fem_cortex_shaft=u(4.0, 6.0),
+        fem_trabecular=u(0.2, 0.3),
+        fem_plate=u(2.0, 5.0),
+        fem_plate_tau=u(0.5, 1.0),
+        fem_sclerosis_med=scl * u(0.4, 1.0),
+        fib_head_w=u(18.0, 23.0),
+        fib_head_h=u(24.0, 30.0),
+        fib_head_depth=u(10.0, 13.0),
+        fib_drop=u(10.0, 20.0),
+        fib_overlap=u(0.0, 0.3),
+        fib_shaft_half=u(6.0, 7.5),
+        fib_gap=u(7.0, 13.0),
+        pat_a=u(20.0, 25.0),
+        pat_b=u(22.0, 27.0),
+        pat_depth=u(9.0, 12.0),
+        pat_du=u(-5.0, 1.0),
+        pat_dv=u(12.0, 22.0),
+        pat_density=u(0.2, 0.4),
+        soft_half=u(50.0, 68.0),
+        soft_thigh=u(1.15, 1.45),
+        soft_calf=u(0.95, 1.1),
+        soft_fat=u(4.0, 15.0),
+        soft_depth=u(0.75, 0.95),
+        soft_offset=float(rng.normal(3.0, 3.0)),
+        tex_amp=u(0.08, 0.16),
+        tex_offset=(int(rng.integers(0, 1 << 20)), int(rng.integers(0, 1 << 20))),
+        osteophytes=tuple(osteos),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# profiles
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _chord(d: np.ndarray, radius: np.ndarray | float) -> np.ndarray:
+    """Length of a chord of a circle of ``radius`` at distance ``d`` inside its edge (0 outside)."""
+    r = np.maximum(radius, 1e-3)
+    dd = np.clip(d, 0.0, r)
+    return 2.0 * np.sqrt(dd * (2.0 * r - dd))
+
+
+def _pchip(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Monotone piecewise-cubic Hermite interpolation (Fritsch-Carlson): no overshoot between landmarks.
+
+    ``x`` strictly increasing; ``at`` within ``[x[0], x[-1]]``.
+    """
+    h = np.diff(x)
+    delta = np.diff(y) / h
+    slope = np.zeros_like(y)
+    for k in range(1, len(x) - 1):
+        if delta[k - 1] * delta[k] > 0:
+            w1, w2 = 2 * h[k] + h[k - 1], h[k] + 2 * h[k - 1]
+            slope[k] = (w1 + w2) / (w1 / delta[k - 1] + w2 / delta[k])
+    # One-sided three-point ends, kept monotone.
+    for k, (d0, d1, h0, h1) in ((0, (delta[0], delta[1], h[0], h[1])), (-1, (delta[-1], delta[-2], h[-1], h[-2]))):
+        m = ((2 * h0 + h1) * d0 - h0 * d1) / (h0 + h1)
+        if np.sign(m) != np.sign(d0):
+            m = 0.0
+        elif np.sign(d0) != np.sign(d1) and abs(m) > abs(3 * d0):
+            m = 3 * d0
+        slope[k] = m
+    idx = np.clip(np.searchsorted(x, at, side="right") - 1, 0, len(x) - 2)
+    t = (at - x[idx]) / h[idx]
+    t2, t3 = t * t, t * t * t
+    return (
+        (2 * t3 - 3 * t2 + 1) * y[idx]
+        + (t3 - 2 * t2 + t) * h[idx] * slope[idx]
+        + (-2 * t3 + 3 * t2) * y[idx + 1]
+        + (t3 - t2) * h[idx] * slope[idx + 1]
+    )
+
+
+def _edge_curve(points: np.ndarray, u: np.ndarray, corner: float, upward: bool) -> np.ndarray:
+    """The articular outline through ``points`` (PCHIP), continued past both margins by a rounded corner.
+
+    ``upward`` (femur): beyond the margins the outline rises (smaller v); otherwise (tibia) it drops.
+    """
+    x, y = points[:, 0], points[:, 1]
+    inside = _pchip(x, y, np.clip(u.astype(np.float64), x[0], x[-1]))
+    sign = -1.0 if upward else 1.0
+    left = y[0] + sign * (x[0] - u) ** 2 / (2.0 * corner)
+    right = y[-1] + sign * (u - x[-1]) ** 2 / (2.0 * corner)
+    out = np.where(u < x[0], left, np.where(u > x[-1], right, inside))
+    return out.astype(np.float32)
+
+
+def _flare(x: np.ndarray) -> np.ndarray:
+    """Metaphyseal flare, 0 at the articular margin and 1 in the shaft: the epiphysis keeps its width for a while,
+    then narrows fast and merges smoothly into the shaft (a concave, trumpet-like outline)."""
+    y = _smoothstep((x - 0.05) / 0.95)
+    return 1.0 - (1.0 - y) ** 2
+
+
+def _bulge(t: np.ndarray) -> np.ndarray:
+    """0 at a margin, rising to 1 within a few mm: the condyle edge swells just past the articular margin."""
+    return 1.0 - np.exp(-np.maximum(t, 0.0) / 3.0)
+
+
+def _ellipsoid_path(
+    uu: np.ndarray, vv: np.ndarray, centre: tuple[float, float], a: float, b: float, depth: float, angle_deg: float
+) -> np.ndarray:
+    """Path length through an ellipsoid (semi-axes ``a`` along its rotated u axis, ``b``, ``depth`` along the beam)."""
+    t = np.deg2rad(angle_deg)
+    c, s = np.float32(np.cos(t)), np.float32(np.sin(t))
+    du, dv = uu - np.float32(centre[0]), vv - np.float32(centre[1])
+    x = (c * du + s * dv) / np.float32(a)
+    y = (-s * du + c * dv) / np.float32(b)
+    q = 1.0 - x * x - y * y
+    return np.float32(2.0 * depth) * np.sqrt(np.maximum(q, 0.0))
+
+
+def _shelled_ellipsoid(
+    uu: np.ndarray,
+    vv: np.ndarray,
+    centre: tuple[float, float],
+    a: float,
+    b: float,
+    depth: float,
+    angle_deg: float,
+    shell: float,
+    inner_density: float,
+) -> np.ndarray:
+    """Cortical-bone-equivalent path through an ellipsoidal bone with a cortical shell ``shell`` mm thick."""
+    outer = _ellipsoid_path(uu, vv, centre, a, b, depth, angle_deg)
+    inner = _ellipsoid_path(uu, vv, centre, a - shell, b - shell, depth - shell, angle_deg)
+    return (outer - inner) + np.float32(inner_density) * inner
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def render_knee(anatomy: KneeAnatomy, canvas: KneeCanvas, medial_limit: float = np.inf) -> np.ndarray:
+    """Log-attenuation (float32, ``canvas.rows`` x ``canvas.cols``) of one knee: soft tissue plus bones.
+
+    ``medial_limit`` (mm, knee frame) is where the other leg begins: the soft tissue stops there, as two legs pressed
+    together do.
+    """
+    bone = np.zeros((canvas.rows, canvas.cols), dtype=np.float32)
+    tex = texture_window(canvas.rows, canvas.cols, anatomy.tex_offset)
+    _add_tibia(bone, tex, anatomy, canvas)
+    _add_femur(bone, tex, anatomy, canvas)
+    _add_fibula(bone, tex, anatomy, canvas)
+    _add_patella(bone, tex, anatomy, canvas)
+    _add_osteophytes(bone, anatomy, canvas)
+    att = _soft_tissue(anatomy, canvas, medial_limit)
+    att += np.float32(MU_BONE) * bone
+    return att
+
+
+def _window(canvas: KneeCanvas, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Knee-frame coordinates (column vector v, row vector u) of a sub-window."""
+    return canvas.v[rows][:, None], canvas.u[cols][None, :]
+
+
+def _add_tibia(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
+    t = an.shape[:9]
+    t0, t8 = t[0], t[8]
+    rows = canvas.row_range(float(t[:, 1].min()) - 1.0, np.inf)
+    if rows.stop <= rows.start:
+        return
+    v = canvas.v[rows]
+    centre = 0.5 * (t0[0] + t8[0]) + an.tib_shaft_offset
+    length = an.tib_flare_len
+    tl, tm = v - t0[1], v - t8[1]
+    ramp_l, ramp_m = _flare(tl / length), _flare(tm / length)
+    u_lat = np.where(
+        tl < 0, t0[0], (t0[0] - an.tib_bulge * _bulge(tl)) * (1 - ramp_l) + (centre - an.tib_shaft_half) * ramp_l
+    )
+    u_med = np.where(
+        tm < 0, t8[0], (t8[0] + an.tib_bulge * _bulge(tm)) * (1 - ramp_m) + (centre + an.tib_shaft_half) * ramp_m
+    )
+    cols = canvas.col_range(float(u_lat.min()) - 1.0, float(u_med.max()) + 1.0)
+    vv, uu = _window(canvas, rows, cols)
+    u_lat, u_med = u_lat.astype(np.float32)[:, None], u_med.astype(np.float32)[:, None]
+    plateau = _edge_curve(t, canvas.u[cols], corner=3.0, upward=False)[None, :]
+    dtop = vv - plateau
+    dx = np.minimum(uu - u_lat, u_med - uu)
+    radius = 0.5 * (u_med - u_lat)
+    # 0 at the joint, 1 in the shaft: cortex thickens, trabecular bone gives way to marrow, section becomes round.
+    shaft = _smoothstep((vv - float(t[:, 1].mean()) - 0.25 * length) / (1.1 * length)).astype(np.float32)
+    cortex = an.tib_cortex_epi + (an.tib_cortex_shaft - an.tib_cortex_epi) * shaft
+    depth = 0.62 + 0.33 * shaft
+    outer = _chord(dx, radius)
+    inner = _chord(dx - cortex, radius - cortex)
+    trab = an.tib_trabecular * (1.0 - shaft) + 0.03 * shaft
+    texture = 1.0 + an.tex_amp * tex[rows, cols] * (1.0 - 0.8 * shaft)
+    edge = np.sqrt(np.clip(dtop / an.tib_edge_mm, 0.0, 1.0))
+    body = depth * edge * ((outer - inner) + trab * inner * texture)
+    # Subchondral plate seen edge-on, thicker and denser medially (+u) with OA; a faint second (posterior) rim.
+    medial = _smoothstep(uu / 12.0 + 0.5)
+    sclerosis = an.tib_sclerosis_lat * (1 - medial) + an.tib_sclerosis_med * medial
+    tau = an.tib_plate_tau + 1.2 * sclerosis
+    amp = an.tib_plate * (1.0 + 0.35 * sclerosis)
+    within = _smoothstep((uu - t0[0]) / 4.0) * _smoothstep((t8[0] - uu) / 4.0)
+    d = np.maximum(dtop, 0.0)
+    plate = amp * within * np.exp(-d / tau) * (1.0 + 0.15 * tex[rows, cols])
+    rim = an.tib_rim_amp * amp * within * np.exp(-(((d - an.tib_rim_offset) / 0.7) ** 2))
+    inside = (dx >= 0) & (dtop >= 0)
+    bone[rows, cols] += np.where(inside, body + edge * (plate + rim), 0.0).astype(np.float32)
+
+
+def _add_femur(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
+    f = an.shape[9:]
+    f9, f15 = f[0], f[-1]
+    rows = canvas.row_range(-np.inf, float(f[:, 1].max()) + 1.0)
+    if rows.stop <= rows.start:
+        return
+    v = canvas.v[rows]
+    length = an.fem_flare_len
+    above = np.maximum(float(f[:, 1].mean()) - v, 0.0)
+    centre = 0.5 * (f9[0] + f15[0]) - np.tan(np.deg2rad(an.fem_tilt_deg)) * np.maximum(above - 0.5 * length, 0.0)
+    tl, tm = f9[1] - v, f15[1] - v
+    ramp_l, ramp_m = _flare(tl / length), _flare(tm / length)
+    u_lat = np.where(
+        tl < 0, f9[0], (f9[0] - an.fem_bulge * _bulge(tl)) * (1 - ramp_l) + (centre - an.fem_shaft_half) * ramp_l
+    )
+    u_med = np.where(
+        tm < 0, f15[0], (f15[0] + an.fem_bulge * _bulge(tm)) * (1 - ramp_m) + (centre + an.fem_shaft_half) * ramp_m
+    )
+    cols = canvas.col_range(float(u_lat.min()) - 1.0, float(u_med.max()) + 1.0)
+    vv, uu = _window(canvas, rows, cols)
+    u_lat, u_med = u_lat.astype(np.float32)[:, None], u_med.astype(np.float32)[:, None]
+    condyles = _edge_curve(f, canvas.u[cols], corner=an.fem_corner, upward=True)[None, :]
+    dbot = condyles - vv
+    dx = np.minimum(uu - u_lat, u_med - uu)
+    radius = 0.5 * (u_med - u_lat)
+    shaft = _smoothstep((above[:, None] - 0.3 * length) / (1.0 * length)).astype(np.float32)
+    cortex = an.fem_cortex_epi + (an.fem_cortex_shaft - an.fem_cortex_epi) * shaft
+    depth = 0.8 + 0.2 * shaft
+    outer = _chord(dx, radius)
+    inner = _chord(dx - cortex, radius - cortex)
+    trab = an.fem_trabecular * (1.0 - shaft) + 0.03 * shaft
+    texture = 1.0 + an.tex_amp * tex[rows, cols] * (1.0 - 0.8 * shaft)
+    edge = np.sqrt(np.clip(dbot / an.fem_edge_mm, 0.0, 1.0))
+    body = depth * edge * ((outer - inner) + trab * inner * texture)
+    medial = _smoothstep(uu / 12.0 + 0.5)
+    tau = an.fem_plate_tau + 1.0 * an.fem_sclerosis_med * medial
+    within = _smoothstep((uu - f9[0]) / 4.0) * _smoothstep((f15[0] - uu) / 4.0)
+    plate = an.fem_plate * (1.0 + 0.3 * an.fem_sclerosis_med * medial) * within * np.exp(-np.maximum(dbot, 0.0) / tau)
+    inside = (dx >= 0) & (dbot >= 0)
+    bone[rows, cols] += np.where(inside, body + edge * plate, 0.0).astype(np.float32)
+
+
+def _tibia_lateral_edge(an: KneeAnatomy, v: float) -> float:
+    t0, t8 = an.shape[0], an.shape[8]
+    centre = 0.5 * (t0[0] + t8[0]) + an.tib_shaft_offset
+    tl = v - t0[1]
+    ramp = float(_flare(np.asarray(tl / an.tib_flare_len)))
+    return float((t0[0] - an.tib_bulge * _bulge(np.asarray(tl))) * (1 - ramp) + (centre - an.tib_shaft_half) * ramp)
+
+
+def _add_fibula(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
+    """Fibular head (an upright ellipsoid partly behind the lateral tibia), neck, and a shaft running down."""
+    top = an.shape[0][1] + an.fib_drop
+    hc_v = top + 0.5 * an.fib_head_h
+    hc_u = _tibia_lateral_edge(an, hc_v) + an.fib_overlap * an.fib_head_w
+    shaft_u = hc_u - 0.1 * an.fib_head_w
+    rows = canvas.row_range(top - 1.0, np.inf)
+    cols = canvas.col_range(hc_u - 0.5 * an.fib_head_w - 3.0, hc_u + 0.5 * an.fib_head_w + 3.0)
+    if rows.stop <= rows.start or cols.stop <= cols.start:
+        return
+    vv, uu = _window(canvas, rows, cols)
+    head = _shelled_ellipsoid(
+        uu, vv, (hc_u, hc_v), 0.5 * an.fib_head_w, 0.5 * an.fib_head_h, an.fib_head_depth, 0.0, 0.8, 0.35
+    )
+    # Neck and shaft: a tube narrowing below the head, its axis drifting slightly laterally.
+    below = np.maximum(vv - hc_v, 0.0)
+    axis = hc_u + (shaft_u - hc_u) * _smoothstep(below / 60.0)
+    half = an.fib_shaft_half + (0.42 * an.fib_head_w - an.fib_shaft_half) * np.exp(-below / 10.0)
+    dx = half - np.abs(uu - axis)
+    outer = _chord(dx, half)
+    inner = _chord(dx - 1.8, half - 1.8)
+    tube = np.where(vv > hc_v, (outer - inner) + 0.12 * inner, 0.0)
+    bone[rows, cols] += np.maximum(head, tube).astype(np.float32) * (1.0 + 0.5 * an.tex_amp * tex[rows, cols])
+
+
+def _add_patella(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
+    f12 = an.shape[12]
+    centre = (f12[0] + an.pat_du, f12[1] - an.pat_dv)
+    rows = canvas.row_range(centre[1] - an.pat_b - 1.0, centre[1] + an.pat_b + 1.0)
+    cols = canvas.col_range(centre[0] - an.pat_a - 1.0, centre[0] + an.pat_a + 1.0)
+    if rows.stop <= rows.start or cols.stop <= cols.start:
+        return
+    vv, uu = _window(canvas, rows, cols)
+    pat = _shelled_ellipsoid(uu, vv, centre, an.pat_a, an.pat_b, an.pat_depth, 0.0, 0.8, 0.5)
+    texture = 1.0 + 0.5 * an.tex_amp * tex[rows, cols]
+    bone[rows, cols] += (an.pat_density * pat * texture).astype(np.float32)
+
+
+def _add_osteophytes(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
+    """Marginal spurs: lips continuing the articular margin outwards, just on the bone side of the landmark."""
+    for spur in an.osteophytes:
+        p = an.shape[spur.margin]
+        lateral = spur.margin in (0, 9)
+        tibial = spur.margin in (0, 8)
+        out = -1.0 if lateral else 1.0  # outward along u
+        into_bone = 1.0 if tibial else -1.0  # tibia lies below its margin (+v), femur above (-v)
+        length, thick = 0.6 * spur.size, max(0.28 * spur.size, 0.5)
+        # Tilt the lip towards the joint (tibial lips rise, femoral lips drop) by angle_deg / 2.
+        tilt = 0.5 * spur.angle_deg * (-into_bone) * out
+        centre = (p[0] + out * 0.5 * length, p[1] + into_bone * (thick + 0.3))
+        reach = length + thick + 2.0
+        rows = canvas.row_range(centre[1] - reach, centre[1] + reach)
+        cols = canvas.col_range(centre[0] - reach, centre[0] + reach)
+        if rows.stop <= rows.start or cols.stop <= cols.start:
+            continue
+        vv, uu = _window(canvas, rows, cols)
+        path = _shelled_ellipsoid(uu, vv, centre, length, thick, 2.0 * spur.size, tilt, 0.3, 0.8)
+        bone[rows, cols] += path.astype(np.float32)
+
+
+def _soft_tissue(an: KneeAnatomy, canvas: KneeCanvas, medial_limit: float) -> np.ndarray:
+    """Fat + muscle envelope of the leg: thigh above, knee, calf below; cut where the other leg begins."""
+    v = canvas.v
+    t = an.shape[:9]
+    knee_v = float(t[:, 1].mean())
+    dv = v - knee_v
+    thigh = 1.0 + (an.soft_thigh - 1.0) * _smoothstep(-dv / 160.0)
+    calf_rise = 1.0 + (an.soft_calf - 1.0) * _smoothstep(dv / 90.0)
+    calf_fall = 1.0 - 0.25 * _smoothstep((dv - 120.0) / 200.0)
+    half = an.soft_half * thigh * calf_rise * calf_fall
+    centre = an.soft_offset - np.tan(np.deg2rad(an.fem_tilt_deg)) * np.maximum(-dv - 40.0, 0.0) * 0.6
+    med_half = np.minimum(half, np.maximum(medial_limit - centre - 0.5, 0.0))
+    uu = canvas.u[None, :]
+    x = uu - centre.astype(np.float32)[:, None]
+    a = np.where(x > 0, med_half.astype(np.float32)[:, None], half.astype(np.float32)[:, None])
+    muscle_a = np.maximum(a - an.soft_fat, 1.0)
+    outer = 2.0 * an.soft_depth * np.sqrt(np.maximum(a * a - x * x, 0.0))
+    inner = 2.0 * an.soft_depth * np.sqrt(np.maximum(muscle_a * muscle_a - x * x, 0.0))
+    return (MU_FAT * outer + (MU_SOFT - MU_FAT) * inner).astype(np.float32)

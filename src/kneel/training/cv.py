@@ -1,0 +1,133 @@
+"""Cross-validation plumbing: which subjects train and validate each fold, LC -> HC transfer, out-of-fold tables.
+
+The fold file ``DATA/folds.csv`` is written once by ``kneel prepare`` and read by both stages, so the fold-k
+low-cost model that initialises the fold-k high-cost model never saw the fold-k validation subjects. A config asking
+for fewer folds than the file holds merges them (``fold % n``), which keeps that property.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import safetensors.torch
+import torch
+from torch import nn
+
+from kneel.errors import ConfigError, ModelError
+
+__all__ = [
+    "load_fold_table",
+    "split_subjects",
+    "find_transfer_source",
+    "transfer_weights",
+    "merge_oof_tables",
+    "OOF_PREDICTIONS",
+    "OOF_GROUND_TRUTH",
+]
+
+OOF_PREDICTIONS = "oof_predictions.csv"
+OOF_GROUND_TRUTH = "oof_ground_truth.csv"
+
+
+def load_fold_table(data_dir: str | Path, n_folds: int) -> pd.DataFrame:
+    """``subject_id, fold`` from ``DATA/folds.csv`` with folds merged to ``n_folds`` (``fold % n_folds``)."""
+    from kneel.data.folds import read_folds
+
+    path = Path(data_dir) / "folds.csv"
+    if not path.is_file():
+        raise ConfigError("no folds.csv in the prepared data folder; run `kneel prepare` first", path)
+    table = read_folds(path)
+    available = int(table["fold"].max()) + 1
+    if n_folds > available:
+        raise ConfigError(f"folds: {n_folds} requested but the fold file has only {available}", path)
+    if n_folds < 2 and available >= 2:
+        raise ConfigError("folds: cross-validation needs at least 2 folds", path)
+    table = table.copy()
+    table["fold"] = table["fold"] % n_folds
+    return table
+
+
+def split_subjects(table: pd.DataFrame, fold: int) -> tuple[list[int], list[int]]:
+    """``(train_subjects, val_subjects)`` of ``fold``."""
+    val = table["fold"] == fold
+    if not val.any():
+        raise ConfigError(f"fold {fold} has no subjects")
+    return (
+        sorted(int(s) for s in table.loc[~val, "subject_id"]),
+        sorted(int(s) for s in table.loc[val, "subject_id"]),
+    )
+
+
+def _lc_stage_dir(path: Path) -> Path | None:
+    """``path`` itself if it holds ``fold_<k>/model.safetensors``, else ``path/lc`` if that does."""
+    for candidate in (path, path / "lc"):
+        if candidate.is_dir() and any(candidate.glob("fold_*/model.safetensors")):
+            return candidate
+    return None
+
+
+def find_transfer_source(init_from: str | None, out: Path, cli_init_from: str | Path | None) -> Path | None:
+    """The low-cost stage folder whose fold models initialise the high-cost folds, or ``None`` (from scratch).
+
+    ``--init-from`` wins; with the config's ``init_from: auto`` the low-cost models in the same output folder are
+    used; a path in the config is taken as given (relative to the working directory, then to the output's parent).
+    """
+    if cli_init_from is not None:
+        found = _lc_stage_dir(Path(cli_init_from))
+        if found is None:
+            raise ConfigError("--init-from: no low-cost fold models (fold_<k>/model.safetensors) there", cli_init_from)
+        return found
+    if init_from is None:
+        return None
+    if init_from == "auto":
+        found = _lc_stage_dir(out / "lc")
+        if found is None:
+            raise ConfigError(
+                "init_from: auto needs the low-cost models in the same output folder (train the lc stage first) "
+                "or --init-from",
+                out / "lc",
+            )
+        return found
+    for candidate in (Path(init_from), out.parent / init_from):
+        found = _lc_stage_dir(candidate)
+        if found is not None:
+            return found
+    raise ConfigError("init_from: no low-cost fold models (fold_<k>/model.safetensors) there", init_from)
+
+
+def transfer_weights(model: nn.Module, source_fold_dir: Path, exclude: Sequence[str] = ("out_block",)) -> list[str]:
+    """Load a fold's weights into ``model`` except the keys containing any of ``exclude``; strict on the rest.
+
+    Returns the names of the parameters left at their initial values.
+    """
+    path = Path(source_fold_dir) / "model.safetensors"
+    if not path.is_file():
+        raise ModelError("no weights to transfer from (train that fold of the low-cost stage first)", path)
+    state = safetensors.torch.load_file(str(path), device="cpu")
+    kept = {k: v for k, v in state.items() if not any(e in k for e in exclude)}
+    own = model.state_dict()
+    missing = [k for k in own if k not in kept and not any(e in k for e in exclude)]
+    unexpected = [k for k in kept if k not in own]
+    shapes = [k for k in kept if k in own and own[k].shape != kept[k].shape]
+    if missing or unexpected or shapes:
+        raise ModelError(
+            f"transfer weights do not match: missing {missing[:3]}, unexpected {unexpected[:3]}, shape {shapes[:3]}",
+            path,
+        )
+    with torch.no_grad():
+        model.load_state_dict(kept, strict=False)
+    return [k for k in own if k not in kept]
+
+
+def merge_oof_tables(stage_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concatenate every ``fold_<k>/oof_*.csv`` of a stage (predictions, ground truth)."""
+    preds, gts = [], []
+    for fold_dir in sorted(stage_dir.glob("fold_*")):
+        if (fold_dir / OOF_PREDICTIONS).is_file() and (fold_dir / OOF_GROUND_TRUTH).is_file():
+            preds.append(pd.read_csv(fold_dir / OOF_PREDICTIONS, dtype={"file": str, "side": str}))
+            gts.append(pd.read_csv(fold_dir / OOF_GROUND_TRUTH, dtype={"file": str, "side": str}))
+    if not preds:
+        return pd.DataFrame(), pd.DataFrame()
+    return pd.concat(preds, ignore_index=True), pd.concat(gts, ignore_index=True)

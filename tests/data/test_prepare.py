@@ -1,0 +1,204 @@
+"""kneel prepare on real DICOM files written to tmp_path: exact geometry, layout, report, folds, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from landmark_dots import MEAN_ROI_LANDMARKS, find_dot
+
+from kneel.cli import main as kneel_main
+from kneel.data.cohort import CohortError, detect_annotation_format
+from kneel.data.folds import read_folds
+from kneel.data.layout import METADATA_COLUMNS, read_metadata, row_landmarks, row_transform
+from kneel.data.prepare import prepare_datasets
+from kneel.io.dicom_writer import write_dicom
+
+ROWS, COLS = 400, 560
+SIGMA = 1.5
+
+
+def _knee_points(spacing, centre, mirror, rng):
+    """16 landmarks in original pixels: the mean ROI shape (0.3 mm px) scaled to the image spacing about T4."""
+    rel = (MEAN_ROI_LANDMARKS - MEAN_ROI_LANDMARKS[4]) + rng.uniform(-2, 2, (16, 2))
+    rel[4] = 0.0
+    if mirror:
+        rel[:, 0] = -rel[:, 0]
+    return np.column_stack([centre[0] + rel[:, 0] * 0.3 / spacing[1], centre[1] + rel[:, 1] * 0.3 / spacing[0]])
+
+
+def _radiograph(points, rows=ROWS, cols=COLS):
+    """uint16 image: background ramp, a bright band (sets the 99th percentile), a Gaussian dot at every landmark."""
+    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    img = 1000.0 + 200.0 * xs / cols
+    img[:40] = 4000.0
+    for x, y in points:
+        img += 2000.0 * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * SIGMA**2))
+    return np.clip(img, 0, 4095).astype(np.uint16)
+
+
+def _cohort(root, spacings, rng):
+    """Write DICOMs named by subject id and return the ground-truth landmark table (original pixels)."""
+    rows = []
+    for sid, spacing in spacings.items():
+        knees = {
+            "R": _knee_points(spacing, (COLS * 0.27 + rng.uniform(-4, 4), ROWS * 0.55), False, rng),
+            "L": _knee_points(spacing, (COLS * 0.73 + rng.uniform(-4, 4), ROWS * 0.52), True, rng),
+        }
+        write_dicom(root / f"{sid}.dcm", _radiograph(np.vstack(list(knees.values()))), spacing=spacing)
+        for side, pts in knees.items():
+            for i, (x, y) in enumerate(pts):
+                rows.append({"file": f"{sid}.dcm", "side": side, "landmark": i, "x_px": x, "y_px": y, "kl": sid % 5})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prep")
+    images = tmp / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    spacings = {11: (0.5, 0.5), 12: (0.45, 0.5), 13: (0.4, 0.4), 14: (0.5, 0.5), 15: (0.5, 0.45)}
+    table = _cohort(images, spacings, rng)
+    (images / "16.dcm").write_bytes(b"not a dicom at all")  # unreadable
+    table = pd.concat(
+        [
+            table,
+            table[table["file"] == "11.dcm"].assign(file="16.dcm"),
+            table[table["file"] == "11.dcm"].assign(file="99.dcm"),
+        ],
+        ignore_index=True,
+    )  # 16: unreadable image, 99: no image
+    write_dicom(images / "17.dcm", _radiograph([]), spacing=(0.5, 0.5))  # image without annotation
+    table.to_csv(tmp / "ground_truth.csv", index=False, float_format="%.17g")
+    out = tmp / "DATA"
+    report = prepare_datasets(tmp / "ground_truth.csv", out, images=images, workers=2, folds=2, seed=1, progress=False)
+    return out, table, report
+
+
+def test_report_lists_missing_unreadable_and_unannotated(prepared):
+    out, _, report = prepared
+    assert report.annotation_format == "table"
+    assert report.knees_prepared == 10 and report.subjects_prepared == 5 and report.lc_images == 5
+    assert report.subjects_without_image == [99]
+    assert [u["subject_id"] for u in report.unreadable] == ["16"] and "16.dcm" in report.unreadable[0]["path"]
+    assert len(report.images_without_annotation) == 1 and report.images_without_annotation[0].endswith("17.dcm")
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["subjects_without_image"] == [99] and on_disk["knees_prepared"] == 10
+    text = report.summary()
+    assert "unreadable images: 1" in text and "without an image: 1" in text
+
+
+def test_layout_and_metadata_columns(prepared):
+    out, _, _ = prepared
+    for stage in ("lc", "hc"):
+        meta = read_metadata(out, stage)
+        assert tuple(meta.columns) == METADATA_COLUMNS
+        assert len(meta) == 10
+        for _, row in meta.iterrows():
+            assert (out / stage / row["image"]).is_file()
+    hc = read_metadata(out, "hc")
+    assert sorted(p.name for p in (out / "hc" / "images").iterdir())[:2] == ["11_L.png", "11_R.png"]
+    assert list(hc["side"][:2]) == ["R", "L"]  # sorted by subject, R first
+    assert (hc["width"] == 466).all() and (hc["spacing_mm"] == 0.3).all()
+    assert cv2.imread(str(out / "hc" / hc["image"][0]), cv2.IMREAD_UNCHANGED).shape == (466, 466)
+
+
+def test_landmarks_are_exact_through_the_stored_transform(prepared):
+    out, table, _ = prepared
+    for stage in ("lc", "hc"):
+        for _, row in read_metadata(out, stage).iterrows():
+            truth = table[(table["file"] == f"{row['subject_id']}.dcm") & (table["side"] == row["side"])]
+            truth = truth.sort_values("landmark")[["x_px", "y_px"]].to_numpy()
+            np.testing.assert_array_equal(row_landmarks(row, "landmarks_original"), truth)  # no rounding anywhere
+            np.testing.assert_allclose(row_transform(row).apply(truth), row_landmarks(row), atol=1e-9)
+            assert (row["centre_x"], row["centre_y"]) == tuple(row_landmarks(row)[4])
+
+
+def test_hc_roi_is_centred_on_t4_mirrored_for_left_and_dots_match(prepared):
+    out, _, _ = prepared
+    for _, row in read_metadata(out, "hc").iterrows():
+        pts = row_landmarks(row)
+        np.testing.assert_allclose(pts[4], [233.0, 233.0], atol=1e-9)
+        # lateral (index 0) on the image left in every ROI: left knees are mirrored
+        assert pts[0, 0] < pts[4, 0] < pts[8, 0]
+        img = cv2.imread(str(out / "hc" / row["image"]), cv2.IMREAD_GRAYSCALE)
+        for p in pts:
+            np.testing.assert_allclose(find_dot(img, near=p, radius=4), p, atol=0.1)
+
+
+def test_lc_is_one_mm_and_centre_dot_matches(prepared):
+    out, _, _ = prepared
+    meta = read_metadata(out, "lc")
+    for _, row in meta.iterrows():
+        assert row["spacing_mm"] == 1.0
+        assert row["width"] == round(COLS * row["source_spacing_col_mm"])
+        assert row["height"] == round(ROWS * row["source_spacing_row_mm"])
+        img = cv2.imread(str(out / "lc" / row["image"]), cv2.IMREAD_GRAYSCALE)
+        assert img.shape == (row["height"], row["width"])
+        centre = np.array([row["centre_x"], row["centre_y"]])
+        np.testing.assert_allclose(find_dot(img, near=centre, radius=2), centre, atol=0.15)
+        assert (centre[0] < row["width"] / 2) == (row["side"] == "R")  # right knee on the image left
+
+
+def test_folds_group_subjects(prepared):
+    out, _, report = prepared
+    folds = read_folds(out / "folds.csv")
+    assert sorted(folds["subject_id"]) == [11, 12, 13, 14, 15]
+    assert set(folds["fold"]) == {0, 1}
+    assert sum(report.folds.values()) == 10
+
+
+def test_oai_layout_with_contents_csv_and_cli(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    table = _cohort(tmp_path, {21: (0.5, 0.5), 22: (0.5, 0.5)}, rng)
+    oai = tmp_path / "oai"
+    contents = []
+    for sid in (21, 22):
+        folder = f"1.C.2/{sid}/20050101/0000{sid}"
+        (oai / folder).mkdir(parents=True)
+        (tmp_path / f"{sid}.dcm").rename(oai / folder / "001")
+        contents.append(
+            {"Folder": folder, "ParticipantID": sid, "SeriesDescription": "Bilateral PA Fixed Flexion Knee"}
+        )
+        table.loc[table["file"] == f"{sid}.dcm", "file"] = f"{folder}/001"
+    contents.append({"Folder": "1.C.2/23/x", "ParticipantID": 23, "SeriesDescription": "PA Right Hand"})
+    pd.DataFrame(contents).to_csv(oai / "contents.csv", index=False)
+    table.to_csv(tmp_path / "gt.csv", index=False, float_format="%.17g")
+    out = tmp_path / "DATA"
+    code = kneel_main(
+        [
+            "prepare",
+            "--oai",
+            str(oai),
+            "--annotations",
+            str(tmp_path / "gt.csv"),
+            "--out",
+            str(out),
+            "--folds",
+            "2",
+            "--stratify-kl",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "prepared 4 knees of 2 subjects" in printed
+    assert len(read_metadata(out, "hc")) == 4 and (out / "folds.csv").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "x.csv"
+    bad.write_text("a,b\n1,2\n")
+    (tmp_path / "imgs").mkdir()
+    code = kneel_main(
+        ["prepare", "--images", str(tmp_path / "imgs"), "--annotations", str(bad), "--out", str(tmp_path / "o")]
+    )
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown annotation format" in err[0]
+    with pytest.raises(CohortError):
+        detect_annotation_format(tmp_path / "missing.csv")

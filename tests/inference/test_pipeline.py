@@ -1,0 +1,101 @@
+"""The pipeline end to end on real DICOM files: geometry through real warps, knee presence, outputs, modes."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from helpers import CentroidEnsemble, blob_film, write_dicom
+
+from kneel.inference import KneePrediction, Predictor, RadiographPrediction
+from kneel.io import RadiographError
+from kneel.landmarks import KneeSide
+
+
+def _centroid_predictor(**kwargs) -> Predictor:
+    return Predictor.from_ensembles(CentroidEnsemble("kneel_lc"), CentroidEnsemble("kneel_hc"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("spacing", "centres"),
+    [
+        ((0.15, 0.15), [(610.3, 1420.6), (1890.2, 1380.4)]),
+        ((0.12, 0.18), [(540.0, 1700.0), (1580.7, 1650.2)]),  # anisotropic
+        ((0.15, 0.15), [(167.0, 1400.0), (2333.0, 2633.0)]),  # knees 25 mm from the borders: ROIs reach 45 mm beyond
+    ],
+)
+@pytest.mark.parametrize("refine", [False, True])
+def test_blob_centres_come_back_to_their_pixels(tmp_path, spacing, centres, refine):
+    """A blob drawn at each knee comes back at its original pixel through LC and HC warps and their inverses."""
+    shape = (2800, 2500)
+    path = write_dicom(tmp_path / "film.dcm", blob_film(shape, spacing, centres), spacing=spacing)
+    result = _centroid_predictor(refine=refine, knees="auto").predict(path)
+    assert set(result.knees) == {KneeSide.R, KneeSide.L}
+    for side, (cx, cy) in zip((KneeSide.R, KneeSide.L), centres, strict=True):
+        knee = result[side]
+        np.testing.assert_allclose(knee.lc_centre_px, [cx, cy], atol=1.0 / min(spacing))  # 1 mm at the LC stage
+        err_mm = np.abs(knee.landmarks_px - [cx, cy]) * [spacing[1], spacing[0]]
+        assert err_mm.max() < 0.03, (side, knee.landmarks_px[0], (cx, cy))
+
+
+def test_single_knee_film_uses_laterality(tmp_path):
+    spacing = (0.15, 0.15)
+    path = write_dicom(tmp_path / "s.dcm", blob_film((1600, 1500), spacing, [(700.0, 800.0)]), spacing=spacing,
+                       laterality="L")  # fmt: skip
+    result = _centroid_predictor().predict(path)
+    assert result.film == "single"
+    assert list(result.knees) == [KneeSide.L]
+    np.testing.assert_allclose(result["L"].landmarks_px[4], [700.0, 800.0], atol=0.2)
+    assert any("knee R missing" in w for w in result.warnings)
+
+
+def test_missing_knee_gives_the_other_with_a_warning(tmp_path):
+    spacing = (0.15, 0.15)
+    path = write_dicom(tmp_path / "m.dcm", blob_film((2800, 2500), spacing, [(600.0, 1400.0)]), spacing=spacing)
+    with pytest.warns(UserWarning, match="knee L missing"):
+        result = _centroid_predictor(knees="auto").predict(path)
+    assert list(result.knees) == [KneeSide.R]
+    assert result.to_dict()["missing"] == ["L"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        forced = _centroid_predictor(knees="both").predict(path)  # the reference's behaviour: both, no crash
+        only_r = _centroid_predictor(knees="R").predict(path)
+    assert set(forced.knees) == {KneeSide.R, KneeSide.L}
+    assert list(only_r.knees) == [KneeSide.R]
+
+
+def test_tiny_model_outputs_are_consistent(model_dir, films):
+    predictor = Predictor(model_dir, knees="both", refine=True)
+    result = predictor.predict(films["aniso"])
+    assert isinstance(result, RadiographPrediction)
+    assert result.spacing == (0.5, 0.4)
+    for knee in result:
+        assert isinstance(knee, KneePrediction)
+        assert knee.landmarks_px.shape == (16, 2) and np.all(np.isfinite(knee.landmarks_px))
+        np.testing.assert_allclose(knee.landmarks_mm, knee.landmarks_px * [0.4, 0.5])
+        assert knee.uncertainty_mm.shape == (16,) and np.all(knee.uncertainty_mm >= 0)
+        assert knee.quality in ("ok", "uncertain")
+        # refine: the last ROI is centred on the previous pass's T4, near this pass's T4
+    back = RadiographPrediction.from_dict(json.loads(json.dumps(result.to_dict())))
+    for side in result.knees:
+        np.testing.assert_allclose(back[side].landmarks_px, result[side].landmarks_px)
+        np.testing.assert_allclose(back[side].uncertainty_mm, result[side].uncertainty_mm)
+    assert list(back.rows()) == list(result.rows())
+
+
+def test_reference_geometry_mode_differs(model_dir, films):
+    exact = Predictor(model_dir, knees="both", refine=False).predict(films["bilateral"])
+    ref = Predictor(model_dir, knees="both", refine=False, reference_geometry=True).predict(films["bilateral"])
+    assert ref.settings["reference_geometry"] and not exact.settings["reference_geometry"]
+    assert set(ref.knees) == set(exact.knees) == {KneeSide.R, KneeSide.L}
+    diff = max(np.abs(ref[s].landmarks_px - exact[s].landmarks_px).max() for s in exact.knees)
+    assert diff > 0.5
+
+
+def test_unreadable_inputs_raise_typed_errors(model_dir, films, tmp_path):
+    predictor = Predictor(model_dir)
+    with pytest.raises(RadiographError):
+        predictor.predict(films["broken"])
+    no_spacing = write_dicom(tmp_path / "nospacing.dcm", np.zeros((300, 300), np.uint16), spacing=None)
+    with pytest.raises(RadiographError, match="(?i)spacing"):
+        predictor.predict(no_spacing)

@@ -1,0 +1,152 @@
+"""End-to-end training on a tiny prepared-data folder: outputs, statistics, transfer, OOF tables, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import safetensors.torch
+import torch
+from conftest import FAST
+
+from kneel.cli import main as kneel_main
+from kneel.data.datasets import LandmarkDataset
+from kneel.data.layout import read_metadata, row_landmarks
+from kneel.errors import ConfigError
+from kneel.models import create_model, load_fold
+from kneel.training import load_config, train
+from kneel.training.cv import load_fold_table, split_subjects, transfer_weights
+from kneel.training.loop import _errors_mm
+from kneel.training.run_log import METRIC_COLUMNS, read_metrics
+
+
+def _metrics_without_time(path: Path) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in read_metrics(path)]
+
+
+@pytest.fixture(scope="module")
+def trained(prepared_data: Path, tmp_path_factory: pytest.TempPathFactory, tiny_lc: Path, tiny_hc: Path) -> Path:
+    """LC then HC (transfer from LC) into one model folder, through the CLI, 2 folds x 1 epoch each."""
+    out = tmp_path_factory.mktemp("model")
+    common = ["--data", str(prepared_data), "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert kneel_main(["train", "--config", str(tiny_lc), *common, *FAST, "tensorboard=true"]) == 0
+    assert kneel_main(["train", "--config", str(tiny_hc), *common, *FAST]) == 0
+    return out
+
+
+@pytest.mark.parametrize("stage", ["lc", "hc"])
+def test_outputs_form_a_model_directory(trained: Path, prepared_data: Path, stage: str) -> None:
+    stage_dir = trained / stage
+    assert (stage_dir / "config.resolved.yaml").is_file()
+    resolved = load_config(stage_dir / "config.resolved.yaml")
+    assert (resolved.epochs, resolved.folds, resolved.input_size, resolved.pad) == (1, 2, 128, 148)
+    for k in (0, 1):
+        fold_dir = stage_dir / f"fold_{k}"
+        model, cfg = load_fold(fold_dir)
+        assert cfg.stage == stage and cfg.fold == k and cfg.crop == 128 and cfg.pad == 148
+        assert model(torch.zeros(1, 3, 128, 128)).shape == (1, 1 if stage == "lc" else 16, 2)
+        rows = read_metrics(fold_dir / "metrics.csv")
+        assert list(rows[0]) == list(METRIC_COLUMNS) and [r["epoch"] for r in rows] == ["1"]
+        assert np.isfinite(float(rows[0]["val_mean_mm"]))
+        state = torch.load(fold_dir / "last.pt", weights_only=True)
+        assert state["epoch"] == 1 and "optimizer" in state and "rng" in state
+    if stage == "lc":
+        assert list((stage_dir / "tensorboard" / "fold_0").glob("events.out.tfevents.*"))
+
+
+def test_normalisation_is_exact_per_fold(trained: Path, prepared_data: Path) -> None:
+    table = load_fold_table(prepared_data, 2)
+    for k in (0, 1):
+        train_subjects, _ = split_subjects(table, k)
+        ds = LandmarkDataset(prepared_data, "hc", train_subjects, None, 128, 148, scale=128 / 450)
+        pixels = np.concatenate([ds[i]["image"][0].numpy().ravel() for i in range(len(ds))]).astype(np.float64)
+        _, cfg = load_fold(trained / "hc" / f"fold_{k}")
+        assert cfg.mean == pytest.approx([pixels.mean()] * 3, rel=1e-9)
+        assert cfg.std == pytest.approx([pixels.std()] * 3, rel=1e-9)
+    _, cfg0 = load_fold(trained / "hc" / "fold_0")
+    _, cfg1 = load_fold(trained / "hc" / "fold_1")
+    assert cfg0.mean != cfg1.mean
+
+
+def test_hc_starts_from_lc_without_out_block(trained: Path) -> None:
+    _, cfg = load_fold(trained / "hc" / "fold_1")
+    assert cfg.extra["transferred_from"] == str(trained / "lc" / "fold_1")
+    model = create_model("kneel_tiny_hc")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    untouched = transfer_weights(model, trained / "lc" / "fold_1")
+    lc = safetensors.torch.load_file(str(trained / "lc" / "fold_1" / "model.safetensors"))
+    assert untouched and all("out_block" in k for k in untouched)
+    for key, value in model.state_dict().items():
+        if "out_block" in key:
+            assert torch.equal(value, before[key])
+        else:
+            assert torch.equal(value, lc[key])
+
+
+def test_transfer_refuses_mismatched_weights(trained: Path) -> None:
+    from kneel.errors import ModelError
+
+    with pytest.raises(ModelError):
+        transfer_weights(create_model("kneel_hc"), trained / "lc" / "fold_0")
+
+
+@pytest.mark.parametrize("stage", ["lc", "hc"])
+def test_oof_tables_in_prepared_frame(trained: Path, prepared_data: Path, stage: str) -> None:
+    pred = pd.read_csv(trained / stage / "oof_predictions.csv", dtype={"file": str})
+    gt = pd.read_csv(trained / stage / "oof_ground_truth.csv", dtype={"file": str})
+    meta = read_metadata(prepared_data, stage)
+    per_knee = 1 if stage == "lc" else 16
+    assert len(pred) == len(gt) == len(meta) * per_knee
+    for col in ("file", "side", "landmark", "x_px", "y_px", "x_mm", "y_mm"):
+        assert col in pred.columns and col in gt.columns
+    assert "kl" in gt.columns
+    assert set(pred["landmark"]) == ({4} if stage == "lc" else set(range(16)))
+    spacing = 1.0 if stage == "lc" else 0.3
+    for _, row in meta.iterrows():
+        truth = row_landmarks(row)
+        rows = gt[gt["file"] == f"{row['subject_id']}_{row['side']}"].sort_values("landmark")
+        expect = truth[[4]] if stage == "lc" else truth
+        assert np.allclose(rows[["x_px", "y_px"]].to_numpy(), expect, atol=1e-9)
+        assert np.allclose(rows[["x_mm", "y_mm"]].to_numpy(), expect * spacing, atol=1e-9)
+    # predictions lie near the images (the inverse transform is applied, not raw network units)
+    assert pred["x_px"].between(-200, 700).all() and pred["y_px"].between(-200, 700).all()
+
+
+@pytest.mark.parametrize("stage", ["lc", "hc"])
+def test_prediction_mapping_is_the_exact_inverse(prepared_data: Path, stage: str) -> None:
+    ds = LandmarkDataset(prepared_data, stage, None, None, 128, 148, scale=128 / 450)
+    targets = np.stack([ds[i]["keypoints"].numpy() for i in range(len(ds))])
+    _, errors = _errors_mm(ds, targets, list(range(len(ds))))
+    assert errors.max() < 1e-3  # float32 targets only
+
+
+def test_training_is_deterministic(prepared_data: Path, tmp_path: Path, tiny_lc: Path) -> None:
+    overrides = [*FAST, "epochs=2", "mixup=two_pass", "augment.cutout_p=0.5"]
+    a = train(tiny_lc, prepared_data, tmp_path / "a", overrides=overrides, folds=[0], progress=False)
+    b = train(tiny_lc, prepared_data, tmp_path / "b", overrides=overrides, folds=[0], progress=False)
+    assert len(a.folds[0].history) == 2
+    assert _metrics_without_time(tmp_path / "a/lc/fold_0/metrics.csv") == _metrics_without_time(
+        tmp_path / "b/lc/fold_0/metrics.csv"
+    )
+    wa = safetensors.torch.load_file(str(tmp_path / "a/lc/fold_0/model.safetensors"))
+    wb = safetensors.torch.load_file(str(tmp_path / "b/lc/fold_0/model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_bad_settings_are_config_errors(prepared_data: Path, tmp_path: Path, tiny_lc: Path, tiny_hc: Path) -> None:
+    with pytest.raises(ConfigError, match="batch_size"):
+        train(tiny_lc, prepared_data, tmp_path, overrides=[*FAST, "batch_size=64"], progress=False)
+    with pytest.raises(ConfigError, match="folds"):
+        train(tiny_lc, prepared_data, tmp_path, overrides=[*FAST, "folds=9"], progress=False)
+    with pytest.raises(ConfigError, match="init_from"):
+        train(tiny_hc, prepared_data, tmp_path / "empty", overrides=FAST, progress=False)
+    assert kneel_main(["train", "--config", str(tiny_lc), "--data", str(prepared_data), "--out", str(tmp_path),
+                       "epochz=1"]) == 1  # fmt: skip
+
+
+def test_resolved_config_records_the_run(trained: Path) -> None:
+    cfg = json.loads((trained / "hc" / "fold_0" / "config.json").read_text())
+    assert cfg["extra"]["experiment"] == "tiny_hc" and cfg["extra"]["epoch"] == 1
