@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from landmark_dots import dot_image, find_dot
@@ -134,3 +136,19 @@ def test_disabled_is_identity_pad_crop():
     geo = aug.sample_geometry(np.random.default_rng(0), (SIZE, SIZE), INPUT, PAD)
     assert geo.steps == ()
     np.testing.assert_allclose(geo.transform.matrix, [[1, 0, -8], [0, 1, -8], [0, 0, 1]])
+
+
+def test_keep_landmarks_in_view_restricts_the_crop():
+    pts = np.array([[55.0, 60.0], [105.0, 110.0], [80.0, 80.0]])
+    free = Augmentation(AugmentationConfig(extra_scale_p=1.0, extra_scale=(2.0, 2.0), geometric_p=1.0))
+    kept = Augmentation(dataclasses.replace(free.config, keep_landmarks_in_view=True, landmark_margin=0.0))
+    outside = feasible = 0
+    for seed in range(30):
+        a = free.sample_geometry(np.random.default_rng(seed), (SIZE, SIZE), INPUT, PAD, keypoints=pts)
+        b = kept.sample_geometry(np.random.default_rng(seed), (SIZE, SIZE), INPUT, PAD, keypoints=pts)
+        pa, pb = a.transform.apply(pts), b.transform.apply(pts)
+        outside += bool(((pa < -0.5) | (pa > INPUT - 0.5)).any())
+        if (pb.max(axis=0) - pb.min(axis=0) < INPUT - 1).all():  # an offset that keeps all in view exists
+            feasible += 1
+            assert ((pb >= 0) & (pb <= INPUT - 1)).all(), (seed, pb)
+    assert feasible >= 20 and outside >= 5  # without the option, many draws lose landmarks

@@ -64,14 +64,17 @@ def prepared(tmp_path_factory):
     spacings = {11: (0.5, 0.5), 12: (0.45, 0.5), 13: (0.4, 0.4), 14: (0.5, 0.5), 15: (0.5, 0.45)}
     table = _cohort(images, spacings, rng)
     (images / "16.dcm").write_bytes(b"not a dicom at all")  # unreadable
+    write_dicom(images / "18.dcm", _radiograph([]), spacing=(0.5, 0.5))
+    (images / "18.dcm").write_bytes((images / "18.dcm").read_bytes()[:5000])  # truncated
     table = pd.concat(
         [
             table,
             table[table["file"] == "11.dcm"].assign(file="16.dcm"),
+            table[table["file"] == "11.dcm"].assign(file="18.dcm"),
             table[table["file"] == "11.dcm"].assign(file="99.dcm"),
         ],
         ignore_index=True,
-    )  # 16: unreadable image, 99: no image
+    )  # 16, 18: unreadable images, 99: no image
     write_dicom(images / "17.dcm", _radiograph([]), spacing=(0.5, 0.5))  # image without annotation
     table.to_csv(tmp / "ground_truth.csv", index=False, float_format="%.17g")
     out = tmp / "DATA"
@@ -84,12 +87,13 @@ def test_report_lists_missing_unreadable_and_unannotated(prepared):
     assert report.annotation_format == "table"
     assert report.knees_prepared == 10 and report.subjects_prepared == 5 and report.lc_images == 5
     assert report.subjects_without_image == [99]
-    assert [u["subject_id"] for u in report.unreadable] == ["16"] and "16.dcm" in report.unreadable[0]["path"]
+    assert [u["subject_id"] for u in report.unreadable] == ["16", "18"] and "16.dcm" in report.unreadable[0]["path"]
+    assert all(u["reason"] for u in report.unreadable)
     assert len(report.images_without_annotation) == 1 and report.images_without_annotation[0].endswith("17.dcm")
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["subjects_without_image"] == [99] and on_disk["knees_prepared"] == 10
     text = report.summary()
-    assert "unreadable images: 1" in text and "without an image: 1" in text
+    assert "unreadable images: 2" in text and "without an image: 1" in text
 
 
 def test_layout_and_metadata_columns(prepared):
@@ -122,7 +126,8 @@ def test_hc_roi_is_centred_on_t4_mirrored_for_left_and_dots_match(prepared):
     out, _, _ = prepared
     for _, row in read_metadata(out, "hc").iterrows():
         pts = row_landmarks(row)
-        np.testing.assert_allclose(pts[4], [233.0, 233.0], atol=1e-9)
+        # T4 on ROI pixel 233; left knees mirrored like cv2.flip (x -> 465 - x) put it on 232
+        np.testing.assert_allclose(pts[4], [233.0 if row["side"] == "R" else 232.0, 233.0], atol=1e-9)
         # lateral (index 0) on the image left in every ROI: left knees are mirrored
         assert pts[0, 0] < pts[4, 0] < pts[8, 0]
         img = cv2.imread(str(out / "hc" / row["image"]), cv2.IMREAD_GRAYSCALE)
@@ -202,3 +207,45 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "unknown annotation format" in err[0]
     with pytest.raises(CohortError):
         detect_annotation_format(tmp_path / "missing.csv")
+
+
+def test_too_few_subjects_for_the_folds_keeps_the_data(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    _cohort(images, {31: (0.5, 0.5), 32: (0.5, 0.5)}, np.random.default_rng(2)).to_csv(tmp_path / "gt.csv", index=False)
+    report = prepare_datasets(tmp_path / "gt.csv", tmp_path / "DATA", images=images, folds=5, progress=False)
+    assert report.knees_prepared == 4 and not (tmp_path / "DATA" / "folds.csv").exists()
+    assert "2 subjects cannot fill 5 folds" in report.folds_error and "no folds.csv" in report.summary()
+
+
+def test_published_bf_annotations_with_an_images_folder(tmp_path, capsys):
+    """Shipped bf_landmarks CSV (default --annotations): ROI landmarks = CSV ROI landmarks re-centred on T4 exactly.
+
+    (The CSV mirrors left knees as 466 - x, kneel as 465 - x: hence T4 at x = 232 for left knees.)
+    """
+    from kneel.io.annotations import read_bf_landmarks
+    from kneel.resources import bf_landmarks_csv
+
+    images = tmp_path / "images"
+    images.mkdir()
+    spacings = {9000798: (0.3, 0.3), 9012867: (0.28, 0.3)}
+    rng = np.random.default_rng(3)
+    for sid, (row_mm, col_mm) in spacings.items():
+        pixels = rng.integers(500, 3000, (int(1000 * 0.3 / row_mm), int(1500 * 0.3 / col_mm))).astype(np.uint16)
+        write_dicom(images / f"{sid}.dcm", pixels, spacing=(row_mm, col_mm))
+    out = tmp_path / "DATA"
+    assert kneel_main(["prepare", "--images", str(images), "--out", str(out), "--folds", "2", "--no-progress"]) == 0
+    assert "annotated subjects without an image: 718" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["annotation_format"] == "bf" and report["knees_prepared"] == 4
+    published = {(a.subject_id, a.side.value): a for a in read_bf_landmarks(bf_landmarks_csv())}
+    for _, row in read_metadata(out, "hc").iterrows():
+        roi = np.asarray(published[(row["subject_id"], row["side"])].landmarks_roi, dtype=np.float64)
+        t4 = np.array([233.0 if row["side"] == "R" else 232.0, 233.0])
+        np.testing.assert_allclose(row_landmarks(row), roi - roi[4] + t4, atol=1e-9)
+    for _, row in read_metadata(out, "lc").iterrows():
+        # low-cost centre: the reference's (center - 100) * 0.3 up to the T4-vs-center rounding and pixel edges
+        ann = published[(row["subject_id"], row["side"])]
+        spacing = np.array([row["source_spacing_col_mm"], row["source_spacing_row_mm"]])
+        ref = (np.asarray(ann.centre, dtype=np.float64) - 100) * 0.3
+        assert np.abs(np.array([row["centre_x"], row["centre_y"]]) - ref).max() <= 0.3 + 0.5 * spacing.max()

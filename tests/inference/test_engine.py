@@ -77,7 +77,7 @@ def test_other_settings_refuse_to_mix(model_dir, cohort, tmp_path):
 
 def test_kill_9_loses_nothing_finished(model_dir, films, tmp_path):
     src = tmp_path / "many"
-    for i in range(40):
+    for i in range(12):
         (src / f"{i:02d}").mkdir(parents=True)
         shutil.copy(films["bilateral"], src / f"{i:02d}" / "film.dcm")
     out = tmp_path / "out"
@@ -92,16 +92,15 @@ def test_kill_9_loses_nothing_finished(model_dir, films, tmp_path):
     finally:
         proc.wait(timeout=30)
     finished = sorted((out / "results").glob("*.json"))
-    assert 3 <= len(finished) < 40, "the run must be killed in the middle"
+    assert 3 <= len(finished) < 12, "the run must be killed in the middle"
     for path in finished:  # every result on disk is complete
         data = json.loads(path.read_text())
         assert len(data["knees"]) == 2
-    assert not list((out / "results").glob(".*.tmp")) or True  # a temp file may remain; it is never read
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr
-    assert f"{40 - len(finished)} predicted, {len(finished)} already done" in again.stdout
+    assert f"{12 - len(finished)} predicted, {len(finished)} already done" in again.stdout
     table = pd.read_csv(out / "landmarks.csv", dtype={"file": str})
-    assert len(table) == 40 * 32 and not table.duplicated(["file", "side", "landmark"]).any()
+    assert len(table) == 12 * 32 and not table.duplicated(["file", "side", "landmark"]).any()
 
 
 def test_shards_partition_the_inputs(model_dir, cohort, tmp_path):

@@ -86,3 +86,11 @@ def test_bf16_autocast_is_close(hc_model: HourglassNet, parity_dir: Path, image:
     assert out.dtype == torch.float32  # the soft-argmax runs in float32
     # Not exact: bfloat16 keeps 8 bits of mantissa. Half a heatmap pixel (2 px of a 450 px input) is the bound.
     assert np.abs(out.numpy() - np.load(parity_dir / "hc_output.npy")[:1]).max() < 0.5 / 112
+
+
+def test_optimized_model_under_bf16(hc_model: HourglassNet, parity_dir: Path, image: torch.Tensor) -> None:
+    fast = optimize_for_inference(hc_model)
+    with torch.no_grad(), autocast("bf16"):
+        out = fast(image[:1])
+    assert out.dtype == torch.float32
+    assert np.abs(out.numpy() - np.load(parity_dir / "hc_output.npy")[:1]).max() < 0.5 / 112

@@ -16,7 +16,9 @@ from kneel.models import (
     get_preset,
     heatmap_size,
     list_presets,
+    optimize_for_inference,
 )
+from kneel.models.inference import FusedConv2d, fusion_available
 from kneel.models.snapshot import detect_layout, infer_model_args
 
 from .base import ModelTester
@@ -191,3 +193,21 @@ def test_dropout_in_mixer_only_acts_in_training() -> None:
     torch.manual_seed(1)
     b = model(x)
     assert not torch.equal(a, b)
+
+
+def test_fused_convolution_matches_and_falls_back() -> None:
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 9, 9)
+    other = torch.randn(2, 6, 9, 9)
+    ref = conv(x)
+    relu = FusedConv2d(conv, relu=True)
+    residual = FusedConv2d(conv, residual=True)
+    with torch.no_grad():
+        torch.testing.assert_close(relu(x), ref.relu(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(residual(x, other), ref + other, atol=1e-5, rtol=0)
+        # float64 is not a oneDNN dtype: the plain PyTorch path gives the same result.
+        torch.testing.assert_close(relu(x.double()), ref.double().relu(), atol=1e-5, rtol=0)
+    if fusion_available():
+        fast = optimize_for_inference(create_model("kneel_tiny_hc"))
+        assert sum(isinstance(m, FusedConv2d) for m in fast.modules()) == 110
+        assert not any(isinstance(m, (torch.nn.BatchNorm2d, torch.nn.ReLU)) for m in fast.modules())

@@ -123,3 +123,18 @@ def test_wrong_stage_and_unsafe_files(parity_dir: Path, tmp_path: Path, capsys: 
     np.save(bad, np.zeros((3, 3), dtype=np.float32))
     with pytest.raises(ModelError, match=r"\(2, 3\)"):
         convert_snapshot(src, "lc", tmp_path / "out", mean_std=bad)
+
+
+def test_cli_overrides(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    torch.manual_seed(0)
+    src = _reference_snapshot(tmp_path / "snap", create_model("kneel_tiny_hc").state_dict(), {0: [1]})
+    mean_std = _write_mean_std(tmp_path / "mean_std.npy")
+    base = ["convert-snapshot", str(src), "--stage", "hc", "--mean-std", str(mean_std), "--out", str(tmp_path / "M")]
+    # Forcing the legacy layout on fixed-layout weights: the override is applied, so the strict load fails clearly.
+    assert kneel_main([*base, "--set", "legacy_nesting=true"]) == 1
+    assert "do not match the architecture" in capsys.readouterr().err
+    assert kneel_main([*base, "--set", "colour=1"]) == 1
+    assert "unknown network arguments: colour" in capsys.readouterr().err
+    assert kneel_main([*base, "--set", "dropout=0.1"]) == 0
+    _, config = load_fold(tmp_path / "M" / "hc" / "fold_0")
+    assert config.model_args["dropout"] == 0.1 and config.preset == "kneel_tiny_hc"

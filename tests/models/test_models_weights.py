@@ -16,6 +16,7 @@ from kneel.models import (
     create_model,
     fold_dirs,
     load_fold,
+    load_pretrained,
     load_stage,
     optimize_for_inference,
     save_fold,
@@ -163,3 +164,17 @@ def test_ensemble_rejects_mixed_stages() -> None:
     lc, hc = create_model("kneel_tiny_lc"), create_model(PRESET)
     with pytest.raises(ModelError, match="disagree"):
         FoldEnsemble([lc, hc], [ModelConfig.from_preset("kneel_tiny_lc"), ModelConfig.from_preset(PRESET)])
+
+
+def test_load_pretrained_transfers_all_but_output(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    lc = create_model("kneel_tiny_lc")
+    save_fold(lc, ModelConfig.from_preset("kneel_tiny_lc"), tmp_path / "lc" / "fold_0")
+    hc = create_model(PRESET)
+    before = hc.state_dict()["out_block.0.weight"].clone()
+    loaded = load_pretrained(hc, tmp_path / "lc" / "fold_0")
+    assert "layer1.1.running_mean" in loaded and not any(k.startswith("out_block.") for k in loaded)
+    assert torch.equal(hc.state_dict()["layer1.0.weight"], lc.state_dict()["layer1.0.weight"])
+    assert torch.equal(hc.state_dict()["out_block.0.weight"], before)
+    with pytest.raises(ModelError, match="shape"):
+        load_pretrained(create_model("kneel_tiny_hc", base_width=12), tmp_path / "lc" / "fold_0")

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from kneel.io import read_radiograph
+from kneel.io.landmark_table import read_landmark_table
 from kneel.landmarks import NUM_LANDMARKS
 from kneel.synth import generate_cohort, is_held_out, source_pool
 from kneel.synth.cohort import SERIES, SynthError, subject_id_for
@@ -17,7 +18,9 @@ from kneel.synth.cohort import SERIES, SynthError, subject_id_for
 
 def _digests(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -30,8 +33,9 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path, oai_cohort) -
 
 
 def test_film_i_does_not_depend_on_n(tmp_path: Path, flat_cohort) -> None:
-    prefix = generate_cohort(tmp_path / "prefix", 2, seed=11, layout="flat", single_knee_fraction=0.25, workers=1,
-                             progress=False)
+    prefix = generate_cohort(
+        tmp_path / "prefix", 2, seed=1, layout="flat", single_knee_fraction=0.25, workers=1, progress=False
+    )
     for rel in prefix.files:
         assert (prefix.out / rel).read_bytes() == (flat_cohort.out / rel).read_bytes()
 
@@ -48,14 +52,14 @@ def test_rereading_gives_spacing_size_and_metadata(flat_cohort) -> None:
         assert rg.meta.bits_stored == film.bits_stored
         assert rg.meta.modality == film.modality
         assert rg.meta.patient_id == str(film.subject_id)
-        assert 0.099 <= min(rg.spacing) and max(rg.spacing) <= 0.21
+        assert min(rg.spacing) >= 0.099 and max(rg.spacing) <= 0.21
         # Bone bright after reading: the knee centres are brighter than the film corners (air or collimation aside).
         width_mm = film.columns * film.spacing_col_mm
         assert 380 <= width_mm <= 440
 
 
 def test_ground_truth_table(flat_cohort) -> None:
-    gt = pd.read_csv(flat_cohort.out / "ground_truth.csv")
+    gt = read_landmark_table(flat_cohort.out / "ground_truth.csv")  # the project's reader validates it
     assert list(gt.columns[:6]) == ["file", "side", "landmark", "x_px", "y_px", "kl"]
     films = pd.read_csv(flat_cohort.out / "films.csv")
     assert set(gt["file"]) == set(films["file"])
@@ -174,3 +178,19 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     args = {"n": 1, **kwargs}
     with pytest.raises(SynthError):
         generate_cohort(tmp_path, workers=1, progress=False, **args)
+
+
+def test_implanted_knee_is_rendered_without_ground_truth(tmp_path: Path) -> None:
+    cohort = generate_cohort(
+        tmp_path, 1, seed=0, layout="flat", single_knee_fraction=0.0, implant_fraction=1.0, workers=1, progress=False
+    )
+    films = pd.read_csv(cohort.out / "films.csv")
+    implanted = films.implants[0]
+    assert films.sides[0] == "RL" and implanted in ("R", "L")
+    gt = pd.read_csv(cohort.out / "ground_truth.csv")
+    assert set(gt.side) == {"RL".replace(implanted, "")} and cohort.n_knees == 1
+    assert len(pd.read_csv(cohort.out / "annotations.csv")) == 1
+    # The metal saturates: the brightest values of the film are the implant's (and markers'), far above bone.
+    rg = read_radiograph(cohort.out / cohort.files[0])
+    full = 2 ** int(films.bits_stored[0]) - 1
+    assert (rg.image >= full).sum() > 1000

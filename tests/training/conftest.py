@@ -30,5 +30,7 @@ def tiny_hc() -> Path:
     return CONFIGS / "tiny_hc.yaml"
 
 
-# Overrides that keep a test run to a few seconds on two cores.
-FAST = ["epochs=1", "folds=2", "batch_size=4", "tensorboard=false"]
+@pytest.fixture(scope="session")
+def fast() -> list[str]:
+    """Overrides that keep a test run to a few seconds on two cores."""
+    return ["epochs=1", "folds=2", "batch_size=4", "tensorboard=false"]

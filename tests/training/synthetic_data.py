@@ -75,14 +75,30 @@ def make_prepared_data(root: Path, n_subjects: int = 10, n_folds: int = 5, seed:
                 "landmarks_original": to_json(pts_lc / 0.15),
             }
             hc_rows.append(
-                {**common, "image": f"images/{subject}_{side}.png", "width": ROI, "height": ROI, "spacing_mm": 0.3,
-                 "centre_x": pts_hc[4, 0], "centre_y": pts_hc[4, 1], "landmarks": to_json(pts_hc),
-                 "transform": to_json(Affine.identity())}  # fmt: skip
+                {
+                    **common,
+                    "image": f"images/{subject}_{side}.png",
+                    "width": ROI,
+                    "height": ROI,
+                    "spacing_mm": 0.3,
+                    "centre_x": pts_hc[4, 0],
+                    "centre_y": pts_hc[4, 1],
+                    "landmarks": to_json(pts_hc),
+                    "transform": to_json(Affine.identity()),
+                }  # fmt: skip
             )
             lc_rows.append(
-                {**common, "image": f"images/{subject}.png", "width": LC_W, "height": LC_H, "spacing_mm": 1.0,
-                 "centre_x": pts_lc[4, 0], "centre_y": pts_lc[4, 1], "landmarks": to_json(pts_lc),
-                 "transform": to_json(Affine.scaling(0.15))}  # fmt: skip
+                {
+                    **common,
+                    "image": f"images/{subject}.png",
+                    "width": LC_W,
+                    "height": LC_H,
+                    "spacing_mm": 1.0,
+                    "centre_x": pts_lc[4, 0],
+                    "centre_y": pts_lc[4, 1],
+                    "landmarks": to_json(pts_lc),
+                    "transform": to_json(Affine.scaling(0.15)),
+                }  # fmt: skip
             )
             ids.append(subject)
             kls.append(kl)

@@ -46,7 +46,9 @@ def test_robust_rho_special_values() -> None:
     assert torch.allclose(robust_rho(x, one, one), torch.sqrt(x**2 + 1) - 1)
     # alpha -> 2: x^2 / 2; alpha -> 0: log(x^2 / 2 + 1)
     assert torch.allclose(robust_rho(x, torch.tensor(2.0 - 1e-7, dtype=torch.float64), one), x**2 / 2, atol=1e-5)
-    assert torch.allclose(robust_rho(x, torch.tensor(1e-7, dtype=torch.float64), one), torch.log(x**2 / 2 + 1), atol=1e-5)
+    assert torch.allclose(
+        robust_rho(x, torch.tensor(1e-7, dtype=torch.float64), one), torch.log(x**2 / 2 + 1), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("alpha", [0.01, 0.5, 1.0, 1.5, 1.999])

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
-from conftest import FAST
 
 from kneel.training import train
 from kneel.training.run_log import read_metrics
 
-RUN = [*FAST, "epochs=3", "mixup=two_pass"]
+RUN = ["epochs=3", "folds=2", "batch_size=4", "tensorboard=false", "mixup=two_pass"]
 
 
 def _env() -> dict[str, str]:
@@ -66,8 +65,10 @@ def test_killed_run_resumes_exactly(prepared_data: Path, tmp_path: Path, tiny_lc
     assert (out / "lc" / "oof_predictions.csv").is_file()
 
 
-def test_resume_of_a_finished_run_only_repredicts(prepared_data: Path, tmp_path: Path, tiny_lc: Path) -> None:
-    first = train(tiny_lc, prepared_data, tmp_path, overrides=FAST, folds=[0], progress=False)
-    again = train(tiny_lc, prepared_data, tmp_path, overrides=FAST, folds=[0], resume=True, progress=False)
+def test_resume_of_a_finished_run_only_repredicts(
+    prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]
+) -> None:
+    first = train(tiny_lc, prepared_data, tmp_path, overrides=fast, folds=[0], progress=False)
+    again = train(tiny_lc, prepared_data, tmp_path, overrides=fast, folds=[0], resume=True, progress=False)
     assert again.folds[0].history == first.folds[0].history
     assert len(read_metrics(tmp_path / "lc" / "fold_0" / "metrics.csv")) == 1

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import safetensors.torch
 import torch
-from conftest import FAST
 
 from kneel.cli import main as kneel_main
 from kneel.data.datasets import LandmarkDataset
@@ -28,12 +27,14 @@ def _metrics_without_time(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def trained(prepared_data: Path, tmp_path_factory: pytest.TempPathFactory, tiny_lc: Path, tiny_hc: Path) -> Path:
+def trained(
+    prepared_data: Path, tmp_path_factory: pytest.TempPathFactory, tiny_lc: Path, tiny_hc: Path, fast: list[str]
+) -> Path:
     """LC then HC (transfer from LC) into one model folder, through the CLI, 2 folds x 1 epoch each."""
     out = tmp_path_factory.mktemp("model")
     common = ["--data", str(prepared_data), "--out", str(out), "--no-progress", "--device", "cpu"]
-    assert kneel_main(["train", "--config", str(tiny_lc), *common, *FAST, "tensorboard=true"]) == 0
-    assert kneel_main(["train", "--config", str(tiny_hc), *common, *FAST]) == 0
+    assert kneel_main(["train", "--config", str(tiny_lc), *common, *fast, "tensorboard=true"]) == 0
+    assert kneel_main(["train", "--config", str(tiny_hc), *common, *fast]) == 0
     return out
 
 
@@ -123,10 +124,10 @@ def test_prediction_mapping_is_the_exact_inverse(prepared_data: Path, stage: str
     assert errors.max() < 1e-3  # float32 targets only
 
 
-def test_training_is_deterministic(prepared_data: Path, tmp_path: Path, tiny_lc: Path) -> None:
-    overrides = [*FAST, "epochs=2", "mixup=two_pass", "augment.cutout_p=0.5"]
+def test_training_is_deterministic(prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]) -> None:
+    overrides = [*fast, "epochs=2", "mixup=two_pass", "augment.cutout_p=0.5"]
     a = train(tiny_lc, prepared_data, tmp_path / "a", overrides=overrides, folds=[0], progress=False)
-    b = train(tiny_lc, prepared_data, tmp_path / "b", overrides=overrides, folds=[0], progress=False)
+    train(tiny_lc, prepared_data, tmp_path / "b", overrides=overrides, folds=[0], progress=False)
     assert len(a.folds[0].history) == 2
     assert _metrics_without_time(tmp_path / "a/lc/fold_0/metrics.csv") == _metrics_without_time(
         tmp_path / "b/lc/fold_0/metrics.csv"
@@ -136,13 +137,15 @@ def test_training_is_deterministic(prepared_data: Path, tmp_path: Path, tiny_lc:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_bad_settings_are_config_errors(prepared_data: Path, tmp_path: Path, tiny_lc: Path, tiny_hc: Path) -> None:
+def test_bad_settings_are_config_errors(
+    prepared_data: Path, tmp_path: Path, tiny_lc: Path, tiny_hc: Path, fast: list[str]
+) -> None:
     with pytest.raises(ConfigError, match="batch_size"):
-        train(tiny_lc, prepared_data, tmp_path, overrides=[*FAST, "batch_size=64"], progress=False)
+        train(tiny_lc, prepared_data, tmp_path, overrides=[*fast, "batch_size=64"], progress=False)
     with pytest.raises(ConfigError, match="folds"):
-        train(tiny_lc, prepared_data, tmp_path, overrides=[*FAST, "folds=9"], progress=False)
+        train(tiny_lc, prepared_data, tmp_path, overrides=[*fast, "folds=9"], progress=False)
     with pytest.raises(ConfigError, match="init_from"):
-        train(tiny_hc, prepared_data, tmp_path / "empty", overrides=FAST, progress=False)
+        train(tiny_hc, prepared_data, tmp_path / "empty", overrides=fast, progress=False)
     assert kneel_main(["train", "--config", str(tiny_lc), "--data", str(prepared_data), "--out", str(tmp_path),
                        "epochz=1"]) == 1  # fmt: skip
 

@@ -58,6 +58,9 @@ class AugmentationConfig:
             (scaled for other input sizes so the distortion looks the same); applied about the image centre.
         extra_scale_p, extra_scale: the second, independent isotropic scale (reference 0.5-2.5, p 0.5).
         random_crop: random crop position in the padded canvas (False: centred).
+        keep_landmarks_in_view: draw the random crop only among positions that keep every landmark at least
+            ``landmark_margin * input_size`` px inside the input, when such positions exist (off in the reference,
+            whose strongest draws can push landmarks out of the crop, §8.6).
         noise_p: probability of drawing one of ``noise_options`` (reference: always; 'identity' is one option).
         noise_options: the options drawn uniformly (subset of :data:`NOISE_OPTIONS`).
         salt_pepper, salt_pepper_strong: fraction of pixels set to 0/255 (the strong one precedes a median blur).
@@ -80,6 +83,8 @@ class AugmentationConfig:
     extra_scale_p: float = 0.5
     extra_scale: tuple[float, float] = (0.5, 2.5)
     random_crop: bool = True
+    keep_landmarks_in_view: bool = False
+    landmark_margin: float = 0.02
     noise_p: float = 1.0
     noise_options: tuple[str, ...] = field(default_factory=lambda: NOISE_OPTIONS)
     salt_pepper: tuple[float, float] = (0.0, 0.01)
@@ -199,6 +204,7 @@ class Augmentation:
         input_size: int,
         pad: int,
         *,
+        keypoints: np.ndarray | None = None,
         force: tuple[str, ...] | None = None,
     ) -> GeometricSample:
         """Draw the fused geometric transform for a source image of ``size_wh`` pixels.
@@ -208,6 +214,7 @@ class Augmentation:
             size_wh: source image ``(width, height)``.
             input_size: network input side ``S``.
             pad: zero-pad the (warped) canvas to at least ``pad x pad`` before cropping ``S x S``.
+            keypoints: source landmarks ``(K, 2)``, used only with ``keep_landmarks_in_view``.
             force: apply exactly these steps (names: 'flip', 'scale', 'rotation', 'shear', 'perspective',
                 'extra_scale') with their random parameters, ignoring the probabilities (tests).
         """
@@ -263,9 +270,22 @@ class Augmentation:
             canvas = (w, h)
         padded = (max(pad, canvas[0]), max(pad, canvas[1]))
         if cfg.random_crop:
+            lo_off = [0, 0]
+            hi_off = [max(0, padded[0] - input_size), max(0, padded[1] - input_size)]
+            if cfg.keep_landmarks_in_view and keypoints is not None and len(keypoints):
+                # Restrict the crop to offsets that keep every landmark inside (when some offset can).
+                shift, _ = pad_crop(canvas, pad, input_size, (0, 0))
+                pts = matrix.then(shift).apply(np.asarray(keypoints, dtype=np.float64))
+                margin = cfg.landmark_margin * input_size
+                for axis in (0, 1):
+                    need_lo = int(np.ceil(pts[:, axis].max() + margin - (input_size - 1)))
+                    need_hi = int(np.floor(pts[:, axis].min() - margin))
+                    a, b = max(lo_off[axis], need_lo), min(hi_off[axis], need_hi)
+                    if a <= b:
+                        lo_off[axis], hi_off[axis] = a, b
             offset = (
-                int(rng.integers(0, max(0, padded[0] - input_size) + 1)),
-                int(rng.integers(0, max(0, padded[1] - input_size) + 1)),
+                int(rng.integers(lo_off[0], hi_off[0] + 1)),
+                int(rng.integers(lo_off[1], hi_off[1] + 1)),
             )
         else:
             offset = ((padded[0] - input_size) // 2, (padded[1] - input_size) // 2)

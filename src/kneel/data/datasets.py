@@ -198,7 +198,7 @@ class LandmarkDataset(Dataset):
             keypoints = transform.apply(keypoints)
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            geo = self.augment.sample_geometry(rng, scaled_size, s, self.pad)
+            geo = self.augment.sample_geometry(rng, scaled_size, s, self.pad, keypoints=to_scaled.apply(keypoints))
             transform = Homography.from_affine(to_scaled).then(geo.transform)
             out = self.augment.warp(src, transform, s)
             keypoints = self.augment.jitter_keypoints(transform.apply(keypoints), rng, s)

@@ -53,6 +53,7 @@ __all__ = [
     "write_metadata",
     "row_landmarks",
     "row_transform",
+    "to_json",
 ]
 
 STAGES = ("lc", "hc")

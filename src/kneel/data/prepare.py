@@ -5,8 +5,9 @@ What the reference's ``create_train_dataset_from_oai.py`` does (§3), with these
 * exact geometry: landmarks are brought to original DICOM pixels first, then every image and its landmarks go through
   the SAME :class:`~kneel.geometry.Affine` (stored in the metadata), so targets are exact floats, never rounded;
 * anti-aliased downsampling (:func:`kneel.geometry.warp`) instead of a bilinear ``cv2.resize``;
-* the high-cost ROI is centred on tibial landmark 4 exactly (ROI pixel 233) and cropped directly from the original
-  image; where it passes the image border it is filled with zeros (no fixed pixel padding);
+* the high-cost ROI is centred on tibial landmark 4 exactly (ROI pixel 233; 232 in x after mirroring a left knee with
+  the ``W - 1 - x`` convention used everywhere) and cropped directly from the original image; where it passes the
+  image border it is filled with zeros (no fixed pixel padding);
 * a metadata table next to the images, parallel workers with a progress bar, and a report (printed and
   ``DATA/report.json``) of subjects without image, images without annotation, and unreadable files;
   a bad file never stops the batch.
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from kneel.data.cohort import Cohort, KneeTarget, SubjectJob, load_cohort
-from kneel.data.folds import make_folds, write_folds
+from kneel.data.folds import FoldError, make_folds, write_folds
 from kneel.data.layout import (
     FOLDS_FILE,
     IMAGES_DIR,
@@ -84,6 +85,7 @@ class PrepareReport:
     rois_past_border: list[str] = field(default_factory=list)
     lc_centre_in_other_half: list[str] = field(default_factory=list)
     folds: dict[str, int] = field(default_factory=dict)
+    folds_error: str | None = None
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -104,6 +106,8 @@ class PrepareReport:
         ]
         if self.folds:
             lines.append("folds (knees): " + ", ".join(f"{k}: {v}" for k, v in self.folds.items()))
+        if self.folds_error:
+            lines.append(f"no folds.csv written: {self.folds_error}")
         lines.append(f"details: {Path(self.out) / REPORT_FILE}")
         return "\n".join(line for line in lines if line)
 
@@ -191,11 +195,15 @@ def prepare_datasets(
     report.hc_images = len(hc_rows)
     if folds and hc_rows:
         knees = pd.DataFrame(hc_rows)
-        table = make_folds(knees["subject_id"], knees["kl"], n_folds=folds, seed=seed, stratify=stratify_kl)
-        write_folds(table, out / FOLDS_FILE)
-        fold_of = dict(zip(table["subject_id"], table["fold"], strict=True))
-        counts = knees["subject_id"].map(fold_of).value_counts().sort_index()
-        report.folds = {str(k): int(v) for k, v in counts.items()}
+        try:
+            table = make_folds(knees["subject_id"], knees["kl"], n_folds=folds, seed=seed, stratify=stratify_kl)
+        except FoldError as exc:  # e.g. fewer subjects than folds: keep the prepared data, say why there are no folds
+            report.folds_error = exc.reason
+        else:
+            write_folds(table, out / FOLDS_FILE)
+            fold_of = dict(zip(table["subject_id"], table["fold"], strict=True))
+            counts = knees["subject_id"].map(fold_of).value_counts().sort_index()
+            report.folds = {str(k): int(v) for k, v in counts.items()}
     report.seconds = round(time.perf_counter() - start, 3)
     atomic_write_text(out / REPORT_FILE, json.dumps(asdict(report), indent=2) + "\n")
     return report
@@ -278,11 +286,10 @@ def prepare_subject(job: SubjectJob, out: Path, settings: PrepareSettings) -> di
             }
         )
         # High cost: 140 mm ROI at 0.3 mm/px centred on T4 (ROI pixel 233), left knees mirrored.
-        to_roi = roi_transform(centre, spacing, size, settings.hc_spacing)
-        if KneeSide.parse(knee.side).mirrored:
-            # Mirror about the centre column (x -> 466 - x, the reference's convention) so that T4 stays on ROI
-            # pixel 233 for both sides; the ROI is cut from the original image, so no column is lost.
-            to_roi = to_roi.then(Affine.mirror_x(2 * (size // 2) + 1))
+        # T4 lands on ROI pixel (233, 233); a left knee is then mirrored like cv2.flip (x -> 465 - x, so its T4 is
+        # at x = 232): the same transform inference uses, and one mirror convention everywhere (reference bug §8.4).
+        mirrored = KneeSide.parse(knee.side).mirrored
+        to_roi = roi_transform(centre, spacing, size, settings.hc_spacing, mirror=mirrored)
         roi = warp(image, to_roi, (size, size), antialias=settings.antialias)
         hc_rel = f"{IMAGES_DIR}/{job.subject_id}_{knee.side}.png"
         _write_png(out / "hc" / hc_rel, roi)

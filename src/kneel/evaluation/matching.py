@@ -164,26 +164,24 @@ def read_ground_truth(
 
 
 def _read_via(path: Path) -> pd.DataFrame:
+    """VIA point export -> long table; only complete knees (9 tibial then 7 femoral points) are kept."""
     try:
-        from kneel.io.annotations import read_via_points
+        from kneel.io.annotations import group_via_knees, read_via_points
     except ImportError as exc:
         raise EvaluationInputError("reading VIA files needs kneel.io.annotations.read_via_points", path) from exc
-    records = read_via_points(path)
+    try:
+        knees = group_via_knees(read_via_points(path))
+    except KneelError as exc:
+        raise EvaluationInputError(exc.reason, path) from exc
     rows = []
-    # Accept a DataFrame-like long table or a mapping/list of per-knee records with (16, 2) points.
-    if isinstance(records, pd.DataFrame):
-        return _normalise_long(records, path)
-    items = records.items() if isinstance(records, dict) else ((None, r) for r in records)
-    for key, rec in items:
-        file = getattr(rec, "file", None) or getattr(rec, "filename", None) or (key[0] if key else None)
-        side = getattr(rec, "side", None) or (key[1] if key else None)
-        points = np.asarray(getattr(rec, "landmarks", getattr(rec, "points", rec)), dtype=np.float64)
-        kl = getattr(rec, "kl", None)
-        for k, (x, y) in enumerate(points.reshape(-1, 2)):
-            row = {"file": str(file), "side": KneeSide.parse(side).value, "landmark": k, "x_px": x, "y_px": y}
-            if kl is not None:
-                row["kl"] = kl
-            rows.append(row)
+    for knee in knees:
+        if not knee.complete:
+            continue
+        side = KneeSide.parse(knee.side).value
+        for k, (x, y) in enumerate(np.asarray(knee.landmarks, dtype=np.float64)):
+            rows.append({"file": str(knee.filename), "side": side, "landmark": k, "x_px": x, "y_px": y})
+    if not rows:
+        raise EvaluationInputError("no complete knee (16 points, tibia then femur) in the VIA file", path)
     return _normalise_long(pd.DataFrame(rows), path)
 
 
@@ -195,7 +193,11 @@ def _read_bf(path: Path, spacing_of: Callable[[str], tuple[float, float] | None]
     if spacing_of is None:
         raise EvaluationInputError("bf_landmarks ground truth needs the images' spacing (--images DIR)", path)
     rows = []
-    for ann in read_bf_landmarks(path):
+    try:
+        annotations = read_bf_landmarks(path)
+    except KneelError as exc:
+        raise EvaluationInputError(exc.reason, path) from exc
+    for ann in annotations:
         file = str(ann.subject_id)
         spacing = spacing_of(file)
         if spacing is None:

@@ -183,6 +183,8 @@ def plot_examples(
             t_roi, p_roi = transform.apply(true), transform.apply(pred)
             ax.scatter(t_roi[:, 0], t_roi[:, 1], s=18, facecolors="none", edgecolors="lime", linewidths=1.0)
             ax.scatter(p_roi[:, 0], p_roi[:, 1], s=14, c="red", marker="x", linewidths=1.0)
+            ax.set_xlim(-0.5, roi_px - 0.5)
+            ax.set_ylim(roi_px - 0.5, -0.5)
             drawn += 1
     if drawn == 0:
         plt.close(fig)

@@ -135,6 +135,7 @@ class _Images:
     def __init__(self, images: Path | None) -> None:
         self.images = images
         self._spacing: dict[str, tuple[float, float] | None] = {}
+        self._pixels: dict[str, tuple[np.ndarray, tuple[float, float]] | None] = {}
 
     def spacing_of(self, file: str) -> tuple[float, float] | None:
         if file not in self._spacing:
@@ -156,6 +157,15 @@ class _Images:
         spacing = dict(zip(knees.files, (tuple(s) for s in knees.spacing), strict=True))
 
         def load(file: str) -> tuple[np.ndarray, tuple[float, float]] | None:
+            if file in self._pixels:
+                return self._pixels[file]
+            loaded = read(file)
+            if len(self._pixels) >= 8:  # a few films stay decoded: example grids reuse the same knees' films
+                self._pixels.pop(next(iter(self._pixels)))
+            self._pixels[file] = loaded
+            return loaded
+
+        def read(file: str) -> tuple[np.ndarray, tuple[float, float]] | None:
             path = _find_image(self.images, file)
             if path is None:
                 return None

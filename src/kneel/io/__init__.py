@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from kneel.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
 from kneel.io.errors import (
+    AnnotationError,
     DecodeError,
     InvalidSpacingError,
     MissingPixelDataError,
@@ -38,6 +39,7 @@ __all__ = [
     "SpacingError",
     "MissingSpacingError",
     "InvalidSpacingError",
+    "AnnotationError",
     "atomic_writer",
     "atomic_write_bytes",
     "atomic_write_text",

@@ -27,10 +27,11 @@ names the tag. An explicit ``spacing=`` (a float, or ``(row_mm, col_mm)``) alway
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,6 @@ from kneel.io.errors import (
     MissingPixelDataError,
     MissingSpacingError,
     NotDicomError,
-    RadiographError,
     SpacingError,
     TruncatedFileError,
     UnsupportedImageError,
@@ -69,6 +69,11 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _GREY = ("MONOCHROME1", "MONOCHROME2")
+# Interpreter-level exceptions are never turned into "bad file" errors (PanicException from Rust codecs is).
+_NEVER_CAUGHT = (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)
+_OVERRIDE_HINT = "pass spacing= (kneel: --spacing) in mm per pixel to override"
+# A force-read file counts as DICOM only if pydicom found at least one of these (garbage parses as random tags).
+_DICOM_EVIDENCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality", "Rows", "PixelData")
 
 
 @dataclass(frozen=True)
@@ -119,9 +124,9 @@ class RadiographMeta:
     file_spacing_error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Radiograph:
-    """One radiograph ready for kneel.
+    """One radiograph ready for kneel (compared by identity: it holds an array).
 
     Attributes:
         image: float32 array (rows, columns), bone bright, in modality units (not windowed).
@@ -171,13 +176,10 @@ def read_radiograph(path: str | os.PathLike[str], spacing: float | Sequence[floa
     override = None if spacing is None else parse_spacing(spacing, path=path, tag="spacing=")
     head = _read_head(path)
     kind = _sniff(head)
-    if kind == "dicom" or kind == "dicom-no-preamble":
-        return _read_dicom(path, override, force=kind == "dicom-no-preamble")
     if kind in ("png", "tiff", "jpeg"):
         return _read_plain_image(path, kind, override)
-    raise NotDicomError(
-        "not a DICOM file (no 'DICM' marker, no DICOM tags at the start) nor a PNG/TIFF/JPEG image", path
-    )
+    # DICOM with preamble, or possibly a preamble-less data set: pydicom's force read, then a sanity check.
+    return _read_dicom(path, override, force=kind != "dicom")
 
 
 def normalize_intensity(image: np.ndarray, low: float = 5.0, high: float = 99.0) -> np.ndarray:
@@ -196,13 +198,14 @@ def normalize_intensity(image: np.ndarray, low: float = 5.0, high: float = 99.0)
     """
     if not 0.0 <= low < high <= 100.0:
         raise ValueError(f"need 0 <= low < high <= 100, got low={low}, high={high}")
-    arr = np.asarray(image, dtype=np.float32)
+    arr = np.asarray(image, dtype=np.float64)
     if arr.size == 0:
         return np.zeros(arr.shape, dtype=np.uint8)
     lo, hi = (float(v) for v in np.nanpercentile(arr, [low, high]))
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return np.zeros(arr.shape, dtype=np.uint8)
-    out = (np.clip(arr, lo, hi) - lo) * np.float32(255.0 / (hi - lo))
+    # float64 and divide-then-multiply as the reference, so p_high maps to exactly 255.
+    out = (np.clip(arr, lo, hi) - lo) / (hi - lo) * 255.0
     out = np.nan_to_num(out, nan=0.0)
     return np.clip(out, 0.0, 255.0).astype(np.uint8)
 
@@ -216,6 +219,7 @@ def parse_spacing(
     two finite positive numbers.
     """
     where = f"{tag} " if tag else "spacing "
+    shown = _show(value)
     items: list[Any]
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
@@ -227,25 +231,37 @@ def parse_spacing(
         try:
             items = list(value)
         except TypeError:
-            raise InvalidSpacingError(f"{where}is not a number or a pair: {value!r}", path, tag) from None
+            raise InvalidSpacingError(f"{where}is not a number or a pair: {shown}", path, tag) from None
     if len(items) not in (1, 2):
-        raise InvalidSpacingError(f"{where}must have 1 or 2 values (row, col), got {len(items)}: {value!r}", path, tag)
+        raise InvalidSpacingError(f"{where}must have 1 or 2 values (row, col), got {len(items)}: {shown}", path, tag)
     numbers = []
     for item in items:
         try:
             number = float(str(item).strip()) if isinstance(item, (str, bytes)) else float(item)
         except (TypeError, ValueError):
-            raise InvalidSpacingError(f"{where}is not a number: {value!r}", path, tag) from None
+            raise InvalidSpacingError(f"{where}is not a number: {shown}", path, tag) from None
         if not math.isfinite(number):
-            raise InvalidSpacingError(f"{where}is not finite: {value!r}", path, tag)
+            raise InvalidSpacingError(f"{where}is not finite: {shown}", path, tag)
         if number == 0.0:
-            raise InvalidSpacingError(f"{where}is zero: {value!r}", path, tag)
+            raise InvalidSpacingError(f"{where}is zero: {shown}", path, tag)
         if number < 0.0:
-            raise InvalidSpacingError(f"{where}is negative: {value!r}", path, tag)
+            raise InvalidSpacingError(f"{where}is negative: {shown}", path, tag)
         numbers.append(number)
     row = numbers[0]
     col = numbers[1] if len(numbers) == 2 else numbers[0]
     return (row, col)
+
+
+def _show(value: Any) -> str:
+    """A spacing value as the file holds it: ``'0.000\\0.000'`` for text, ``[0.1, 0.2]`` for numbers."""
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    if isinstance(value, str):
+        return f"'{value}'"
+    try:
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    except TypeError:
+        return str(value)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -289,37 +305,52 @@ def _sniff(head: bytes) -> str:
 
 
 def _read_dicom(path: Path, override: tuple[float, float] | None, *, force: bool) -> Radiograph:
+    # pydicom warns about every odd value it meets; the typed errors say what matters, the rest is noise here.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        return _read_dicom_recorded(path, override, force, caught)
+
+
+def _read_dicom_recorded(
+    path: Path, override: tuple[float, float] | None, force: bool, caught: list[warnings.WarningMessage]
+) -> Radiograph:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     file_size = path.stat().st_size
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            ds = pydicom.dcmread(path, force=force)
-        except InvalidDicomError as exc:
-            raise NotDicomError(f"not a valid DICOM file ({exc})", path) from None
-        except (EOFError, OSError) as exc:
-            raise TruncatedFileError(f"the file ends inside its DICOM header ({exc})", path) from None
-        except Exception as exc:  # pydicom raises many types on corrupt headers
-            raise TruncatedFileError(f"corrupt DICOM header: {type(exc).__name__}: {exc}", path) from None
+    try:
+        ds = pydicom.dcmread(path, force=force)
+    except InvalidDicomError as exc:
+        raise NotDicomError(f"not a valid DICOM file ({_short(exc)})", path) from None
+    except BaseException as exc:  # noqa: BLE001 - a force read of a non-DICOM file fails in arbitrary ways
+        if isinstance(exc, _NEVER_CAUGHT):
+            raise
+        if force:
+            raise NotDicomError("not a DICOM file (no 'DICM' marker) nor a PNG/TIFF/JPEG image", path) from None
+        if isinstance(exc, (EOFError, OSError)):
+            raise TruncatedFileError(f"the file ends inside its DICOM header ({_short(exc)})", path) from None
+        raise TruncatedFileError(f"corrupt DICOM header: {type(exc).__name__}: {_short(exc)}", path) from None
+    if force and not any(_has(ds, keyword) for keyword in _DICOM_EVIDENCE):
+        raise NotDicomError(
+            "not a DICOM file (no 'DICM' marker and no recognisable DICOM elements) nor a PNG/TIFF/JPEG image", path
+        )
     if any("End of file" in str(w.message) for w in caught):
         raise TruncatedFileError("the file ends before the DICOM data does (truncated copy?)", path)
     _check_complete(ds, path, file_size)
-    if force and len(ds) == 0:
-        raise NotDicomError("not a DICOM file (no DICOM elements found)", path)
+    if getattr(ds, "file_meta", None) is None or _get(ds.file_meta, "TransferSyntaxUID") is None:
+        # Preamble-less files often lack file meta: pydicom knows how it parsed them.
+        _set_transfer_syntax_from_parse(ds)
 
     meta_fields = _dicom_meta(ds, path, file_size)
-    pixels = _decode(ds, path)
-    image, inverted = _to_float_bone_bright(pixels, ds, path)
-
-    try:
+    try:  # before decoding: a file without usable spacing fails fast
         file_spacing, file_source = _dicom_spacing(ds, path)
         file_error = None
     except SpacingError as exc:
         if override is None:
             raise
         file_spacing, file_source, file_error = None, exc.tag, exc.reason
+    pixels = _decode(ds, path)
+    image, inverted = _to_float_bone_bright(pixels, ds, path)
     meta = RadiographMeta(
         **meta_fields,
         inverted=inverted,
@@ -334,20 +365,44 @@ def _read_dicom(path: Path, override: tuple[float, float] | None, *, force: bool
 
 
 def _check_complete(ds: Any, path: Path, file_size: int) -> None:
-    """pydicom silently keeps a short last element: compare each element's declared end with the file size."""
-    end = 0
-    for tag in ds.keys():
-        try:
-            elem = ds.get_item(tag)
-        except Exception:  # noqa: BLE001 - an element that cannot even be fetched is corruption
-            raise TruncatedFileError(f"corrupt DICOM element {tag}", path) from None
-        tell = getattr(elem, "value_tell", None)
-        length = getattr(elem, "length", None)
-        if tell is None or length is None or length == 0xFFFFFFFF:
-            continue
-        end = max(end, int(tell) + int(length))
+    """pydicom silently keeps a short last element and stops at a partial element header: find both.
+
+    Top-level elements are in file order, so the one with the highest tag is the last one read. When pydicom kept it
+    raw (not a sequence, which is parsed eagerly and loses its offset) with a defined length, it must end exactly at
+    the end of the file. Deflated files are skipped (offsets refer to the inflated stream).
+    """
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None and _get(file_meta, "TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return
+    tags = list(ds.keys())  # noqa: SIM118 - tags, without converting elements
+    if not tags:
+        if file_meta is not None and len(file_meta) > 0:
+            raise TruncatedFileError("the file ends in or after its file meta header: no data set (truncated?)", path)
+        return
+    try:
+        elem = ds.get_item(max(tags))
+    except Exception:  # noqa: BLE001 - an element that cannot even be fetched is corruption
+        raise TruncatedFileError(f"corrupt DICOM element {max(tags)}", path) from None
+    tell = getattr(elem, "value_tell", None)
+    length = getattr(elem, "length", None)
+    if tell is None or length is None or int(length) == 0xFFFFFFFF:
+        return  # a sequence or undefined length: pydicom warns itself when its delimiter is missing
+    end = int(tell) + int(length)
     if end > file_size:
         raise TruncatedFileError(f"the file is truncated: {file_size} bytes, its last element needs {end}", path)
+    if end < file_size:
+        raise TruncatedFileError(
+            f"{file_size - end} unreadable bytes after the last complete element (truncated or corrupt file)", path
+        )
+
+
+def _has(ds: Any, keyword: str) -> bool:
+    try:
+        return keyword in ds
+    except Exception:  # noqa: BLE001 - garbage data sets can fail even on lookups
+        return False
 
 
 def _get(ds: Any, keyword: str, default: Any = None) -> Any:
@@ -414,6 +469,8 @@ def _dicom_meta(ds: Any, path: Path, file_size: int) -> dict[str, Any]:
 def _decode(ds: Any, path: Path) -> np.ndarray:
     """Check the image is one grey frame, then decode it (typed errors for every failure)."""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if "Rows" in ds and "Columns" in ds:
+            raise MissingPixelDataError("the file describes an image but has no Pixel Data (cut off?)", path)
         raise MissingPixelDataError("the DICOM file has no Pixel Data (not an image)", path)
     photometric = str(_get(ds, "PhotometricInterpretation", "")).strip().upper()
     samples = _get(ds, "SamplesPerPixel", 1)
@@ -433,9 +490,6 @@ def _decode(ds: Any, path: Path) -> np.ndarray:
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if _get(ds, keyword) is None:
             raise UnsupportedImageError(f"the image attribute {keyword} is missing", path)
-    if getattr(ds, "file_meta", None) is None or _get(ds.file_meta, "TransferSyntaxUID") is None:
-        # Preamble-less files often lack file meta: pydicom knows how it parsed them.
-        _set_transfer_syntax_from_parse(ds)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -447,11 +501,14 @@ def _decode(ds: Any, path: Path) -> np.ndarray:
         except ValueError as exc:
             text = str(exc)
             if "less than expected" in text or "doesn't match the expected" in text or "too short" in text:
-                raise TruncatedFileError(f"the pixel data is shorter than the image needs ({_short(exc)})", path) from None
+                reason = f"the pixel data is shorter than the image needs ({_short(exc)})"
+                raise TruncatedFileError(reason, path) from None
             raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
         except AttributeError as exc:
             raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
-        except Exception as exc:  # noqa: BLE001 - codec plugins raise arbitrary types on corrupt streams
+        except BaseException as exc:  # noqa: BLE001 - codec plugins raise anything, even pyo3's PanicException
+            if isinstance(exc, _NEVER_CAUGHT):
+                raise
             ts = _transfer_syntax_label(ds)
             raise DecodeError(f"the {ts} codec failed: {type(exc).__name__}: {_short(exc)}", path) from None
     pixels = np.asarray(pixels)
@@ -542,10 +599,10 @@ def _dicom_spacing(ds: Any, path: Path) -> tuple[tuple[float, float], str]:
         first = errors[0]
         if len(errors) > 1:
             others = "; ".join(e.reason for e in errors[1:])
-            raise type(first)(f"{first.reason}; {others}; pass spacing= to override", path, first.tag)
-        raise type(first)(f"{first.reason}; pass spacing= to override", path, first.tag)
+            raise type(first)(f"{first.reason}; {others}; {_OVERRIDE_HINT}", path, first.tag)
+        raise type(first)(f"{first.reason}; {_OVERRIDE_HINT}", path, first.tag)
     raise MissingSpacingError(
-        "no pixel spacing: neither ImagerPixelSpacing nor PixelSpacing is present; pass spacing= (mm per pixel)",
+        f"no pixel spacing: neither ImagerPixelSpacing nor PixelSpacing is present; {_OVERRIDE_HINT}",
         path,
         "ImagerPixelSpacing/PixelSpacing",
     )
@@ -568,19 +625,35 @@ def _raw_value(ds: Any, keyword: str) -> Any:
 # PNG / TIFF / JPEG
 
 
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own stderr warnings (e.g. "PNG input buffer is incomplete"): the typed error says it."""
+    import cv2
+
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None:
+        yield
+        return
+    previous = logging_api.getLogLevel()
+    logging_api.setLogLevel(logging_api.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging_api.setLogLevel(previous)
+
+
 def _read_plain_image(path: Path, kind: str, override: tuple[float, float] | None) -> Radiograph:
     import cv2
 
     if override is None:
-        raise MissingSpacingError(
-            f"a {kind.upper()} image carries no pixel spacing; pass spacing= (mm per pixel, or row,col)", path, None
-        )
+        raise MissingSpacingError(f"a {kind.upper()} image carries no pixel spacing; {_OVERRIDE_HINT}", path, None)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise NotDicomError(f"cannot read the file: {exc.strerror or exc}", path) from None
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        with _quiet_opencv():
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         image = None
         reason = _short(exc)
@@ -591,8 +664,9 @@ def _read_plain_image(path: Path, kind: str, override: tuple[float, float] | Non
     if image.ndim == 3:
         channels = image.shape[2]
         colour = image[:, :, :3] if channels >= 3 else image[:, :, :1]
-        if channels == 2 or not all(np.array_equal(colour[:, :, 0], colour[:, :, c]) for c in range(colour.shape[2])):
-            raise UnsupportedImageError(f"colour image ({channels} channels); kneel needs a grey-level radiograph", path)
+        grey = all(np.array_equal(colour[:, :, 0], colour[:, :, c]) for c in range(colour.shape[2]))
+        if channels == 2 or not grey:
+            raise UnsupportedImageError(f"colour image ({channels} channels); kneel needs a grey radiograph", path)
         image = colour[:, :, 0]
     if image.ndim != 2:
         raise UnsupportedImageError(f"unexpected image shape {image.shape}", path)

@@ -15,7 +15,15 @@ from kneel.models.blocks import HourglassResidual, MultiScaleResidual, SqueezeEx
 from kneel.models.ensemble import FoldEnsemble
 from kneel.models.hourglass import Hourglass, HourglassNet, SoftArgmax2D, heatmap_size
 from kneel.models.inference import Precision, autocast, fold_batchnorm, optimize_for_inference
-from kneel.models.weights import ModelConfig, build_model, fold_dirs, load_fold, load_stage, save_fold
+from kneel.models.weights import (
+    ModelConfig,
+    build_model,
+    fold_dirs,
+    load_fold,
+    load_pretrained,
+    load_stage,
+    save_fold,
+)
 
 __all__ = [
     "create_model",
@@ -34,6 +42,7 @@ __all__ = [
     "save_fold",
     "load_fold",
     "load_stage",
+    "load_pretrained",
     "fold_dirs",
     "FoldEnsemble",
     "Precision",

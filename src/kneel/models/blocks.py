@@ -77,6 +77,9 @@ class _Residual(nn.Module):
         out = self._body(x)
         if self.se_block is not None:
             out = self.se_block(out)
+        if getattr(self.skip, "fuses_residual", False):
+            # Inference-optimised projection (kneel.models.inference): computes conv(x) + out in one pass.
+            return self.skip(x, out)
         return out + self.skip(x)
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "build_model",
     "fold_dirs",
     "load_state_dict_into",
+    "load_pretrained",
+    "read_config",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
@@ -230,6 +232,32 @@ def load_fold(fold_dir: str | os.PathLike[str], device: str | torch.device = "cp
         raise ModelError(f"unreadable weights: {exc}", path) from exc
     load_state_dict_into(model, state, path)
     return model.to(device).eval(), config
+
+
+def load_pretrained(
+    model: nn.Module, fold_dir: str | os.PathLike[str], *, exclude: tuple[str, ...] = ("out_block.",)
+) -> list[str]:
+    """Initialise ``model`` from a saved fold except the keys starting with ``exclude`` (transfer learning).
+
+    The reference initialises each high-cost fold from the low-cost model of the same fold, dropping the output
+    convolution (KNEEL_REFERENCE 5.8); BatchNorm statistics are transferred too. Every other key must exist in both
+    with the same shape. Returns the loaded keys.
+    """
+    path = Path(fold_dir) / WEIGHTS_NAME
+    try:
+        source = safetensors.torch.load_file(str(path), device="cpu")
+    except FileNotFoundError:
+        raise ModelError(f"no {WEIGHTS_NAME}", path) from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"unreadable weights: {exc}", path) from exc
+    own = model.state_dict()
+    keep = {k: v for k, v in source.items() if not k.startswith(exclude)}
+    wanted = {k: v for k, v in own.items() if not k.startswith(exclude)}
+    merged = {**own, **keep}
+    if set(keep) != set(wanted) or any(merged[k].shape != own[k].shape for k in keep):
+        load_state_dict_into(model, {**{k: v for k, v in own.items() if k.startswith(exclude)}, **keep}, path)
+    model.load_state_dict(merged, strict=True)
+    return sorted(keep)
 
 
 def fold_dirs(stage_dir: str | os.PathLike[str]) -> list[Path]:

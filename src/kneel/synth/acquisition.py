@@ -88,7 +88,7 @@ def sample_acquisition(rng: np.random.Generator, layout: FilmLayout) -> Acquisit
         gain=u(0.17, 0.24),
         film_mid=u(1.6, 2.2),
         film_width=u(0.6, 0.9),
-        heel=float(rng.choice([-1.0, 1.0]) * u(0.03, 0.2)),
+        heel=float(rng.choice([-1.0, 1.0]) * u(0.02, 0.12)),
         heel_axis=int(rng.integers(2)),
         noise=u(0.008, 0.02) * float(np.sqrt(0.15 / spacing)),
         blur_mm=u(0.08, 0.25),
@@ -139,7 +139,9 @@ def expose(att: np.ndarray, acq: Acquisition, layout: FilmLayout, noise_seed: in
     else:
         att += ramp[None, :]
     # Quantum noise, larger where fewer photons arrive.
-    sd = np.multiply(att, np.float32(0.5))
+    # (capped where the film saturates anyway, e.g. metal, so that the noise cannot pull it back into range)
+    sd = np.minimum(att, np.float32(4.5))
+    sd *= np.float32(0.5)
     cv2.exp(sd, sd)
     sd *= np.float32(acq.noise)
     noise = np.empty_like(att)

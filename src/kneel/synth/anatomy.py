@@ -96,6 +96,8 @@ class KneeAnatomy:
     tib_sclerosis_lat: float
     tib_rim_offset: float
     tib_rim_amp: float
+    tib_scar_depth: float
+    tib_wiggle: np.ndarray  # (8,) mm
     # femur
     fem_shaft_half: float
     fem_flare_len: float
@@ -109,6 +111,12 @@ class KneeAnatomy:
     fem_plate: float
     fem_plate_tau: float
     fem_sclerosis_med: float
+    fem_scar_height: float
+    fem_wiggle: np.ndarray  # (6,) mm
+    fem_posterior: float  # posterior condyle outlines: mm above the distal outline
+    fem_posterior_amp: float
+    scar_amp: float
+    scar_wave: float
     # fibula
     fib_head_w: float
     fib_head_h: float
@@ -135,6 +143,7 @@ class KneeAnatomy:
     tex_amp: float
     tex_offset: tuple[int, int]
     osteophytes: tuple[Osteophyte, ...] = field(default_factory=tuple)
+    implant: bool = False  # total knee replacement: metal components instead of the articular surfaces
 
 
 _OSTEO_SIZE = {0: (0.0, 0.0), 1: (0.8, 2.0), 2: (1.8, 4.0), 3: (3.0, 6.5), 4: (4.5, 9.0)}
@@ -173,6 +182,8 @@ def sample_anatomy(shape: np.ndarray, kl: int, rng: np.random.Generator) -> Knee
         tib_sclerosis_lat=scl * u(0.1, 0.6),
         tib_rim_offset=u(2.0, 5.0),
         tib_rim_amp=u(0.0, 0.5),
+        tib_scar_depth=u(14.0, 24.0),
+        tib_wiggle=rng.normal(0.0, 0.3, 8) * _segment_scale(s[:9]),
         fem_shaft_half=wc * u(0.18, 0.215),
         fem_flare_len=wc * u(0.85, 1.05),
         fem_tilt_deg=u(4.0, 8.0),
@@ -185,7 +196,13 @@ def sample_anatomy(shape: np.ndarray, kl: int, rng: np.random.Generator) -> Knee
         fem_plate=u(2.0, 5.0),
         fem_plate_tau=u(0.5, 1.0),
         fem_sclerosis_med=scl * u(0.4, 1.0),
-        fib_head_w=u(18.0, 23.0),
+        fem_scar_height=u(18.0, 30.0),
+        fem_wiggle=rng.normal(0.0, 0.3, 6) * _segment_scale(s[9:]),
+        fem_posterior=u(4.0, 10.0),
+        fem_posterior_amp=u(0.0, 2.5),
+        scar_amp=u(0.0, 3.0),
+        scar_wave=u(0.0, 2.0 * np.pi),
+        fib_head_w=u(20.0, 25.0),
         fib_head_h=u(24.0, 30.0),
         fib_head_depth=u(10.0, 13.0),
         fib_drop=u(10.0, 20.0),
@@ -204,10 +221,15 @@ def sample_anatomy(shape: np.ndarray, kl: int, rng: np.random.Generator) -> Knee
         soft_fat=u(4.0, 15.0),
         soft_depth=u(0.75, 0.95),
         soft_offset=float(rng.normal(3.0, 3.0)),
-        tex_amp=u(0.08, 0.16),
+        tex_amp=u(0.1, 0.2),
         tex_offset=(int(rng.integers(0, 1 << 20)), int(rng.integers(0, 1 << 20))),
         osteophytes=tuple(osteos),
     )
+
+
+def _segment_scale(points: np.ndarray) -> np.ndarray:
+    """Per segment between landmarks: 0 for short segments (< 6 mm), 1 from 12 mm on."""
+    return np.clip((np.diff(points[:, 0]) - 6.0) / 6.0, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,13 +279,21 @@ def _pchip(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
     )
 
 
-def _edge_curve(points: np.ndarray, u: np.ndarray, corner: float, upward: bool) -> np.ndarray:
+def _edge_curve(
+    points: np.ndarray, u: np.ndarray, corner: float, upward: bool, wiggle: np.ndarray | None = None
+) -> np.ndarray:
     """The articular outline through ``points`` (PCHIP), continued past both margins by a rounded corner.
 
-    ``upward`` (femur): beyond the margins the outline rises (smaller v); otherwise (tibia) it drops.
+    ``upward`` (femur): beyond the margins the outline rises (smaller v); otherwise (tibia) it drops. ``wiggle``
+    (mm, one per segment between landmarks) bends each segment by a half sine that vanishes at the landmarks, so
+    outlines are less regular than a spline while still passing exactly through every landmark.
     """
     x, y = points[:, 0], points[:, 1]
-    inside = _pchip(x, y, np.clip(u.astype(np.float64), x[0], x[-1]))
+    uc = np.clip(u.astype(np.float64), x[0], x[-1])
+    inside = _pchip(x, y, uc)
+    if wiggle is not None:
+        seg = np.clip(np.searchsorted(x, uc, side="right") - 1, 0, len(x) - 2)
+        inside = inside + wiggle[seg] * np.sin(np.pi * (uc - x[seg]) / (x[seg + 1] - x[seg]))
     sign = -1.0 if upward else 1.0
     left = y[0] + sign * (x[0] - u) ** 2 / (2.0 * corner)
     right = y[-1] + sign * (u - x[-1]) ** 2 / (2.0 * corner)
@@ -329,7 +359,10 @@ def render_knee(anatomy: KneeAnatomy, canvas: KneeCanvas, medial_limit: float = 
     _add_femur(bone, tex, anatomy, canvas)
     _add_fibula(bone, tex, anatomy, canvas)
     _add_patella(bone, tex, anatomy, canvas)
-    _add_osteophytes(bone, anatomy, canvas)
+    if anatomy.implant:
+        _add_implant(bone, anatomy, canvas)
+    else:
+        _add_osteophytes(bone, anatomy, canvas)
     att = _soft_tissue(anatomy, canvas, medial_limit)
     att += np.float32(MU_BONE) * bone
     return att
@@ -360,7 +393,7 @@ def _add_tibia(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
     cols = canvas.col_range(float(u_lat.min()) - 1.0, float(u_med.max()) + 1.0)
     vv, uu = _window(canvas, rows, cols)
     u_lat, u_med = u_lat.astype(np.float32)[:, None], u_med.astype(np.float32)[:, None]
-    plateau = _edge_curve(t, canvas.u[cols], corner=3.0, upward=False)[None, :]
+    plateau = _edge_curve(t, canvas.u[cols], corner=3.0, upward=False, wiggle=an.tib_wiggle)[None, :]
     dtop = vv - plateau
     dx = np.minimum(uu - u_lat, u_med - uu)
     radius = 0.5 * (u_med - u_lat)
@@ -384,7 +417,10 @@ def _add_tibia(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
     plate = amp * within * np.exp(-d / tau) * (1.0 + 0.15 * tex[rows, cols])
     rim = an.tib_rim_amp * amp * within * np.exp(-(((d - an.tib_rim_offset) / 0.7) ** 2))
     inside = (dx >= 0) & (dtop >= 0)
-    bone[rows, cols] += np.where(inside, body + edge * (plate + rim), 0.0).astype(np.float32)
+    if an.implant:  # resected flat below the plateau for the tibial tray
+        inside &= vv >= float(t[[0, 8], 1].mean()) + _TIBIAL_CUT_MM
+    scar = _physeal_scar(uu, vv, dx, float(t[:, 1].mean()) + an.tib_scar_depth, an)
+    bone[rows, cols] += np.where(inside, body + edge * (plate + rim) + scar, 0.0).astype(np.float32)
 
 
 def _add_femur(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
@@ -408,7 +444,7 @@ def _add_femur(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
     cols = canvas.col_range(float(u_lat.min()) - 1.0, float(u_med.max()) + 1.0)
     vv, uu = _window(canvas, rows, cols)
     u_lat, u_med = u_lat.astype(np.float32)[:, None], u_med.astype(np.float32)[:, None]
-    condyles = _edge_curve(f, canvas.u[cols], corner=an.fem_corner, upward=True)[None, :]
+    condyles = _edge_curve(f, canvas.u[cols], corner=an.fem_corner, upward=True, wiggle=an.fem_wiggle)[None, :]
     dbot = condyles - vv
     dx = np.minimum(uu - u_lat, u_med - uu)
     radius = 0.5 * (u_med - u_lat)
@@ -426,7 +462,20 @@ def _add_femur(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
     within = _smoothstep((uu - f9[0]) / 4.0) * _smoothstep((f15[0] - uu) / 4.0)
     plate = an.fem_plate * (1.0 + 0.3 * an.fem_sclerosis_med * medial) * within * np.exp(-np.maximum(dbot, 0.0) / tau)
     inside = (dx >= 0) & (dbot >= 0)
-    bone[rows, cols] += np.where(inside, body + edge * plate, 0.0).astype(np.float32)
+    # Posterior condyle outlines seen through the epiphysis: faint arcs above each condyle's distal outline.
+    condylar = _smoothstep((uu - f[0, 0]) / 3.0) * _smoothstep((f[2, 0] - uu) / 3.0) + _smoothstep(
+        (uu - f[4, 0]) / 3.0
+    ) * _smoothstep((f[6, 0] - uu) / 3.0)
+    arcs = an.fem_posterior_amp * condylar * np.exp(-(((dbot - an.fem_posterior) / 0.5) ** 2))
+    scar = _physeal_scar(uu, vv, dx, float(f[:, 1].mean()) - an.fem_scar_height, an) + arcs
+    bone[rows, cols] += np.where(inside, body + edge * plate + scar, 0.0).astype(np.float32)
+
+
+def _physeal_scar(uu: np.ndarray, vv: np.ndarray, dx: np.ndarray, level: float, an: KneeAnatomy) -> np.ndarray:
+    """The closed growth plate: a faint, slightly wavy sclerotic line across the bone, fading towards the cortex."""
+    wave = level + 1.5 * np.sin(uu / 9.0 + an.scar_wave) + 0.8 * np.sin(uu / 3.7 + 2.0 * an.scar_wave)
+    line = np.exp(-(((vv - wave) / 0.6) ** 2))
+    return an.scar_amp * line * _smoothstep(dx / 6.0)
 
 
 def _tibia_lateral_edge(an: KneeAnatomy, v: float) -> float:
@@ -475,6 +524,33 @@ def _add_patella(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: Kne
     bone[rows, cols] += (an.pat_density * pat * texture).astype(np.float32)
 
 
+_TIBIAL_CUT_MM = 9.0
+"""Bone resected below the plateau outline for a tibial tray (the polyethylene insert above is radiolucent)."""
+_METAL = 250.0
+"""Cortical-bone-equivalent path of a metal component: far beyond the detector's range, so it saturates."""
+
+
+def _add_implant(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
+    """Total knee replacement: a femoral component over the condyles and a tibial tray with a stem."""
+    f, t = an.shape[9:], an.shape[:9]
+    rows = canvas.row_range(float(f[:, 1].min()) - 30.0, float(t[:, 1].max()) + 60.0)
+    cols = canvas.col_range(float(min(f[0, 0], t[0, 0])) - 3.0, float(max(f[-1, 0], t[-1, 0])) + 3.0)
+    if rows.stop <= rows.start or cols.stop <= cols.start:
+        return
+    vv, uu = _window(canvas, rows, cols)
+    u = canvas.u[cols]
+    condyles = _edge_curve(f, u, corner=an.fem_corner, upward=True)[None, :]
+    # Femoral component: a shell following the condylar outline, thicker at the box cut in the middle.
+    dbot = condyles - vv
+    fem_span = (uu >= f[0, 0] - 1.0) & (uu <= f[-1, 0] + 1.0)
+    shell = fem_span & (dbot >= 0.0) & (dbot <= 7.0 + 10.0 * np.exp(-(((uu - f[3, 0]) / 12.0) ** 2)))
+    # Tibial tray: a plate just below the resection, and a stem down the middle.
+    top = float(t[[0, 8], 1].mean()) + _TIBIAL_CUT_MM
+    tray = (vv >= top) & (vv <= top + 4.0) & (uu >= t[0, 0] + 1.5) & (uu <= t[-1, 0] - 1.5)
+    stem = (vv >= top) & (vv <= top + 45.0) & (np.abs(uu - t[4, 0]) <= 5.0 - 0.05 * np.maximum(vv - top, 0.0))
+    bone[rows, cols] += np.where(shell | tray | stem, np.float32(_METAL), np.float32(0.0))
+
+
 def _add_osteophytes(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
     """Marginal spurs: lips continuing the articular margin outwards, just on the bone side of the landmark."""
     for spur in an.osteophytes:
@@ -483,7 +559,7 @@ def _add_osteophytes(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> N
         tibial = spur.margin in (0, 8)
         out = -1.0 if lateral else 1.0  # outward along u
         into_bone = 1.0 if tibial else -1.0  # tibia lies below its margin (+v), femur above (-v)
-        length, thick = 0.6 * spur.size, max(0.28 * spur.size, 0.5)
+        length, thick = 0.5 * spur.size, max(0.32 * spur.size, 0.5)
         # Tilt the lip towards the joint (tibial lips rise, femoral lips drop) by angle_deg / 2.
         tilt = 0.5 * spur.angle_deg * (-into_bone) * out
         centre = (p[0] + out * 0.5 * length, p[1] + into_bone * (thick + 0.3))
@@ -493,7 +569,7 @@ def _add_osteophytes(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> N
         if rows.stop <= rows.start or cols.stop <= cols.start:
             continue
         vv, uu = _window(canvas, rows, cols)
-        path = _shelled_ellipsoid(uu, vv, centre, length, thick, 2.0 * spur.size, tilt, 0.3, 0.8)
+        path = _shelled_ellipsoid(uu, vv, centre, length, thick, 0.9 * spur.size + 1.0, tilt, 0.3, 0.5)
         bone[rows, cols] += path.astype(np.float32)
 
 
@@ -509,10 +585,17 @@ def _soft_tissue(an: KneeAnatomy, canvas: KneeCanvas, medial_limit: float) -> np
     half = an.soft_half * thigh * calf_rise * calf_fall
     centre = an.soft_offset - np.tan(np.deg2rad(an.fem_tilt_deg)) * np.maximum(-dv - 40.0, 0.0) * 0.6
     med_half = np.minimum(half, np.maximum(medial_limit - centre - 0.5, 0.0))
-    uu = canvas.u[None, :]
+    out = np.zeros((canvas.rows, canvas.cols), dtype=np.float32)
+    cols = canvas.col_range(float((centre - half).min()) - 1.0, float((centre + med_half).max()) + 1.0)
+    if cols.stop <= cols.start:
+        return out
+    uu = canvas.u[cols][None, :]
     x = uu - centre.astype(np.float32)[:, None]
     a = np.where(x > 0, med_half.astype(np.float32)[:, None], half.astype(np.float32)[:, None])
-    muscle_a = np.maximum(a - an.soft_fat, 1.0)
-    outer = 2.0 * an.soft_depth * np.sqrt(np.maximum(a * a - x * x, 0.0))
-    inner = 2.0 * an.soft_depth * np.sqrt(np.maximum(muscle_a * muscle_a - x * x, 0.0))
-    return (MU_FAT * outer + (MU_SOFT - MU_FAT) * inner).astype(np.float32)
+    muscle_a = np.maximum(a - np.float32(an.soft_fat), np.float32(1.0))
+    x *= x
+    outer = np.sqrt(np.maximum(a * a - x, np.float32(0.0)))
+    inner = np.sqrt(np.maximum(muscle_a * muscle_a - x, np.float32(0.0)))
+    scale = 2.0 * an.soft_depth
+    out[:, cols] = np.float32(MU_FAT * scale) * outer + np.float32((MU_SOFT - MU_FAT) * scale) * inner
+    return out

@@ -29,10 +29,12 @@ from typing import Any, Literal
 import numpy as np
 
 from kneel.errors import KneelError
+from kneel.io.annotations import ROI_SIZE_PX, KneeAnnotation, padded_to_roi, write_bf_landmarks
 from kneel.io.atomic import atomic_write_text
 from kneel.io.dicom_writer import write_dicom
+from kneel.landmarks import CENTRE_LANDMARK, KneeSide
 from kneel.synth.film import FilmPlan, plan_film, render_film
-from kneel.synth.placement import IMAGE_PAD, ROI_HALF
+from kneel.synth.placement import ROI_HALF
 from kneel.synth.shapes import Split
 
 __all__ = ["generate_cohort", "CohortSummary", "SynthError", "subject_id_for", "LAYOUTS", "COMPRESSIONS"]
@@ -42,8 +44,11 @@ LAYOUTS = ("oai", "flat")
 COMPRESSIONS = ("none", "rle", "jpeg2000", "mixed")
 SERIES = "Bilateral PA Fixed Flexion Knee"
 _OTHER_SERIES = ("PA Right Hand", "PA Left Hand", "Lateral Right Knee", "Lateral Left Knee", "AP Pelvis")
-_ID_RANGES: dict[str, tuple[int, int]] = {"train": (9_000_000, 800_000), "test": (9_800_000, 100_000),
-                                          "all": (9_900_000, 100_000)}
+_ID_RANGES: dict[str, tuple[int, int]] = {
+    "train": (9_000_000, 800_000),
+    "test": (9_800_000, 100_000),
+    "all": (9_900_000, 100_000),
+}
 """Synthetic subject ids per split: (first id, count). Disjoint, so cohorts of different splits never share ids."""
 
 
@@ -85,6 +90,7 @@ class _Task:
     layout: str
     single_knee_fraction: float
     compression: str
+    implant_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ def generate_cohort(
     split: Split = "all",
     workers: int | None = None,
     progress: bool = True,
+    implant_fraction: float = 0.0,
 ) -> CohortSummary:
     """Generate ``n`` synthetic bilateral PA knee films with exact landmark ground truth under ``out``.
 
@@ -131,6 +138,8 @@ def generate_cohort(
             knees (see ``kneel.synth.shapes.is_held_out``); ``all`` from every knee.
         workers: Worker processes (default: CPU count, at most ``n``); 1 renders in this process.
         progress: Show a progress bar.
+        implant_fraction: Probability that one knee of a bilateral film is a total knee replacement (metal,
+            saturated); such a knee is rendered but has no ground truth and no row in ``annotations.csv``.
     """
     if n < 0:
         raise SynthError(f"n must be >= 0, got {n}")
@@ -142,13 +151,25 @@ def generate_cohort(
         raise SynthError(f"split must be 'train', 'test' or 'all', not {split!r}")
     if not 0.0 <= single_knee_fraction <= 1.0:
         raise SynthError(f"single_knee_fraction must be within [0, 1], got {single_knee_fraction}")
+    if not 0.0 <= implant_fraction <= 1.0:
+        raise SynthError(f"implant_fraction must be within [0, 1], got {implant_fraction}")
     out_dir = Path(out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SynthError(f"cannot create the output folder: {exc.strerror}", out_dir) from exc
     tasks = [
-        _Task(str(out_dir), int(seed), i, subject_id_for(seed, i, split), split, layout, single_knee_fraction, compression)
+        _Task(
+            str(out_dir),
+            int(seed),
+            i,
+            subject_id_for(seed, i, split),
+            split,
+            layout,
+            single_knee_fraction,
+            compression,
+            implant_fraction,
+        )
         for i in range(n)
     ]
     start = time.perf_counter()
@@ -211,7 +232,12 @@ def _make_film(task: _Task) -> _FilmRecord:
         compression = str(rng.choice(["none", "rle", "jpeg2000"], p=[0.5, 0.3, 0.2]))
     date = _study_date(rng)
     accession = int(rng.integers(10_000_000, 99_999_999))
-    plan = plan_film(rng, task.split, single_knee=single)  # type: ignore[arg-type]
+    plan = plan_film(
+        rng,
+        task.split,  # type: ignore[arg-type]
+        single_knee=single,
+        implant_probability=task.implant_fraction,
+    )
     pixels = render_film(plan)
 
     sid = task.subject_id
@@ -235,6 +261,11 @@ def _make_film(task: _Task) -> _FilmRecord:
         "Manufacturer": "kneel synthetic",
         "ImageComments": "synthetic radiograph (kneel synth); not a patient image",
     }
+    # A display window, as modalities store one (readers ignore it for processing).
+    sample = pixels[::8, ::8]
+    low, high = (float(v) for v in np.percentile(sample, [1.0, 99.0]))
+    extra["WindowCenter"] = f"{0.5 * (low + high):.1f}"
+    extra["WindowWidth"] = f"{max(high - low, 1.0):.1f}"
     path = Path(task.out) / rel
     write_dicom(
         path,
@@ -258,7 +289,7 @@ def _make_film(task: _Task) -> _FilmRecord:
             "padded": k.padded,
             "source_subject": s.subject_id,
         }
-        for k, s in zip(plan.knees, plan.sources, strict=True)
+        for k, s in plan.annotated
     )
     return _FilmRecord(rel, sid, folder, date, knees, _film_row(rel, sid, plan, compression))
 
@@ -285,8 +316,9 @@ def _film_row(rel: str, sid: int, plan: FilmPlan, compression: str) -> dict[str,
         "modality": acq.modality,
         "compression": compression,
         "sides": "".join(k.side for k in plan.knees),
-        "kl": ";".join(f"{k.side}:{k.kl}" for k in plan.knees),
-        "source_subjects": ";".join(f"{k.side}:{s.subject_id}" for k, s in zip(plan.knees, plan.sources, strict=True)),
+        "kl": ";".join(f"{k.side}:{k.kl}" for k, _ in plan.annotated),
+        "source_subjects": ";".join(f"{k.side}:{s.subject_id}" for k, s in plan.annotated),
+        "implants": "".join(plan.implants),
         "unusual_rotation": int(lay.unusual),
         "response": acq.response,
     }
@@ -310,8 +342,14 @@ def _ground_truth_rows(records: Iterable[_FilmRecord]) -> list[dict[str, Any]]:
         for knee in rec.knees:
             for lm, (x, y) in enumerate(knee["original_px"]):
                 rows.append(
-                    {"file": rec.file, "side": knee["side"], "landmark": lm, "x_px": float(x), "y_px": float(y),
-                     "kl": knee["kl"]}
+                    {
+                        "file": rec.file,
+                        "side": knee["side"],
+                        "landmark": lm,
+                        "x_px": float(x),
+                        "y_px": float(y),
+                        "kl": knee["kl"],
+                    }
                 )
     return rows
 
@@ -319,77 +357,28 @@ def _ground_truth_rows(records: Iterable[_FilmRecord]) -> list[dict[str, Any]]:
 def _write_ground_truth(path: Path, records: list[_FilmRecord]) -> None:
     import pandas as pd
 
+    from kneel.io.landmark_table import write_landmark_table
+
     df = pd.DataFrame(_ground_truth_rows(records), columns=["file", "side", "landmark", "x_px", "y_px", "kl"])
-    try:
-        from kneel.io.landmark_table import write_landmark_table
-    except ImportError:  # TODO(synth): drop once kneel.io.landmark_table is in place
-        df = df.assign(_r=(df["side"] != "R")).sort_values(["file", "_r", "landmark"]).drop(columns="_r")
-        atomic_write_text(path, df.to_csv(index=False))
-        return
     write_landmark_table(df, path)
 
 
-def annotation_rows(records: Iterable[_FilmRecord]) -> list[dict[str, Any]]:
-    """Rows of ``bf_landmarks_1_0.3.csv``: ROI landmarks (L mirrored as 466 - x), bbox and centre (padded frame)."""
-    rows = []
+def knee_annotations(records: Iterable[_FilmRecord]) -> list[KneeAnnotation]:
+    """The knees as rows of ``bf_landmarks_1_0.3.csv``: ROI frame (L mirrored), bbox and centre in the padded frame."""
+    anns = []
     for rec in records:
         for knee in rec.knees:
-            padded = np.asarray(knee["padded"], dtype=np.int64)
-            cx, cy = (int(v) for v in padded[4])
-            x0, y0 = cx - ROI_HALF, cy - ROI_HALF
-            roi = padded - np.array([x0, y0])
-            if knee["side"] == "L":
-                roi[:, 0] = 2 * ROI_HALF - roi[:, 0]
-            rows.append(
-                {
-                    "subject_id": rec.subject_id,
-                    "side": knee["side"],
-                    "kl": knee["kl"],
-                    "roi": roi,
-                    "bbox": (x0, y0, cx + ROI_HALF, cy + ROI_HALF),
-                    "center": (cx, cy),
-                }
-            )
-    return rows
+            padded = np.asarray(knee["padded"], dtype=np.float64)
+            cx, cy = (int(v) for v in padded[CENTRE_LANDMARK])
+            bbox = (cx - ROI_HALF, cy - ROI_HALF, cx - ROI_HALF + ROI_SIZE_PX, cy - ROI_HALF + ROI_SIZE_PX)
+            side = KneeSide.parse(knee["side"])
+            roi = padded_to_roi(padded, side, bbox)
+            anns.append(KneeAnnotation(rec.subject_id, side, int(knee["kl"]), roi, bbox, (cx, cy)))
+    return sorted(anns, key=lambda a: (a.subject_id, a.side.value))
 
 
 def _write_annotations(path: Path, records: list[_FilmRecord]) -> None:
-    rows = sorted(annotation_rows(records), key=lambda r: (r["subject_id"], r["side"]))
-    try:
-        from kneel.io.annotations import KneeAnnotation, write_bf_landmarks
-    except ImportError:  # TODO(synth): drop once kneel.io.annotations is in place
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["subject_id", "side", "kl", "tibia", "femur", "bbox", "center"])
-        for r in rows:
-            roi = r["roi"]
-            writer.writerow(
-                [
-                    r["subject_id"],
-                    r["side"],
-                    r["kl"],
-                    ",".join(str(int(v)) for v in roi[:9].ravel()),
-                    ",".join(str(int(v)) for v in roi[9:].ravel()),
-                    ",".join(str(int(v)) for v in r["bbox"]),
-                    ",".join(str(int(v)) for v in r["center"]),
-                ]
-            )
-        atomic_write_text(path, buf.getvalue())
-        return
-    from kneel.landmarks import KneeSide
-
-    anns = [
-        KneeAnnotation(
-            subject_id=r["subject_id"],
-            side=KneeSide.parse(r["side"]),
-            kl=r["kl"],
-            landmarks_roi=r["roi"].astype(np.float64),
-            bbox=r["bbox"],
-            centre=r["center"],
-        )
-        for r in rows
-    ]
-    write_bf_landmarks(anns, path)
+    write_bf_landmarks(knee_annotations(records), path)
 
 
 def _write_contents(path: Path, records: list[_FilmRecord]) -> None:

@@ -8,6 +8,7 @@ cohort options. Rendering draws each knee on its own knee-frame canvas (at ~0.2-
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -36,10 +37,30 @@ class FilmPlan:
     acquisition: Acquisition
     noise_seed: int
 
+    @property
+    def annotated(self) -> tuple[tuple[PlacedKnee, SourceKnee], ...]:
+        """The knees with ground truth (a knee replaced by an implant has no anatomical landmarks)."""
+        return tuple((k, s) for k, a, s in zip(self.knees, self.anatomies, self.sources, strict=True) if not a.implant)
 
-def plan_film(rng: np.random.Generator, split: Split = "all", single_knee: bool = False) -> FilmPlan:
-    """Draw a film: layout, a real source shape per knee (from ``split``'s subjects), its anatomy and acquisition."""
-    layout = sample_layout(rng, single_knee=single_knee)
+    @property
+    def implants(self) -> tuple[str, ...]:
+        """Sides whose knee is a total knee replacement."""
+        return tuple(k.side for k, a in zip(self.knees, self.anatomies, strict=True) if a.implant)
+
+
+def plan_film(
+    rng: np.random.Generator,
+    split: Split = "all",
+    single_knee: bool = False,
+    anisotropic_probability: float = 0.03,
+    implant_probability: float = 0.0,
+) -> FilmPlan:
+    """Draw a film: layout, a real source shape per knee (from ``split``'s subjects), its anatomy and acquisition.
+
+    With ``implant_probability`` one knee of a bilateral film may be a total knee replacement (rendered, but without
+    ground truth).
+    """
+    layout = sample_layout(rng, single_knee=single_knee, anisotropic_probability=anisotropic_probability)
     pool = source_pool(split)
     knees, anatomies, sources = [], [], []
     for side in layout.sides:
@@ -49,6 +70,9 @@ def plan_film(rng: np.random.Generator, split: Split = "all", single_knee: bool 
         knees.append(placed)
         anatomies.append(sample_anatomy(placed.shape_mm, source.kl, rng))
         sources.append(source)
+    if implant_probability > 0 and len(anatomies) == 2 and rng.random() < implant_probability:
+        which = int(rng.integers(2))
+        anatomies[which] = dataclasses.replace(anatomies[which], implant=True)
     acquisition = sample_acquisition(rng, layout)
     noise_seed = int(rng.integers(0, 2**31 - 1))
     return FilmPlan(layout, tuple(knees), tuple(anatomies), tuple(sources), acquisition, noise_seed)
@@ -99,7 +123,9 @@ def _add_knee(att: np.ndarray, knee: PlacedKnee, anatomy: KneeAnatomy, plan: Fil
         .then(Affine.scaling(1.0 / col_mm, 1.0 / row_mm))
     )
     box = canvas_to_film.apply(
-        np.array([[-0.5, -0.5], [canvas.cols - 0.5, -0.5], [-0.5, canvas.rows - 0.5], [canvas.cols - 0.5, canvas.rows - 0.5]])
+        np.array(
+            [[-0.5, -0.5], [canvas.cols - 0.5, -0.5], [-0.5, canvas.rows - 0.5], [canvas.cols - 0.5, canvas.rows - 0.5]]
+        )
     )
     x0, y0 = np.maximum(np.floor(box.min(axis=0)).astype(int), 0)
     x1, y1 = np.minimum(np.ceil(box.max(axis=0)).astype(int) + 1, (layout.cols, layout.rows))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kneel.geometry import Affine
-from kneel.landmarks import CENTRE_LANDMARK
+from kneel.io.annotations import HC_SPACING, IMAGE_PAD, ROI_SIZE_PX, padded_to_original
 
 __all__ = [
     "SPACING_TABLE",
@@ -27,14 +27,10 @@ __all__ = [
     "sample_layout",
     "knee_pose",
     "snap_knee",
-    "HC_SPACING",
-    "IMAGE_PAD",
     "ROI_HALF",
 ]
 
-HC_SPACING = 0.3
-IMAGE_PAD = 100
-ROI_HALF = 233
+ROI_HALF = ROI_SIZE_PX // 2
 
 SPACING_TABLE: tuple[tuple[float, int], ...] = (
     (0.100, 65),
@@ -141,6 +137,8 @@ def sample_layout(
     mid = 0.5 * (r + left)
     rot = Affine.rotation(patient, centre=(float(mid[0]), float(mid[1])))
     r, left = rot.apply(r), rot.apply(left)
+    for c in (r, left):  # a large rotation may have pushed a knee towards the top or bottom edge
+        c[1] = np.clip(c[1], 95.0, height_mm - 60.0)
     angles = {"R": patient + rng.normal(0.0, 1.5), "L": patient + rng.normal(0.0, 1.5)}
     sides: tuple[str, ...] = ("R", "L")
     if single_knee:
@@ -158,7 +156,12 @@ def knee_pose(side: str, centre_mm: tuple[float, float], angle_deg: float) -> Af
 
 
 def snap_knee(
-    shape_mm: np.ndarray, side: str, kl: int, centre_mm: tuple[float, float], angle_deg: float, spacing: tuple[float, float]
+    shape_mm: np.ndarray,
+    side: str,
+    kl: int,
+    centre_mm: tuple[float, float],
+    angle_deg: float,
+    spacing: tuple[float, float],
 ) -> PlacedKnee:
     """Place a knee and snap its landmarks to the padded 0.3 mm integer grid (moves each by at most 0.21 mm).
 
@@ -170,21 +173,5 @@ def snap_knee(
     padded = np.round(film_mm / HC_SPACING + IMAGE_PAD)
     snapped_mm = (padded - IMAGE_PAD) * HC_SPACING
     shape_snapped = pose.inverse().apply(snapped_mm)
-    original_px = _padded_to_original(padded, spacing)
+    original_px = padded_to_original(padded, spacing)
     return PlacedKnee(side, int(kl), shape_snapped, pose, padded.astype(np.int64), original_px)
-
-
-def _padded_to_original(padded: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
-    """The reference's relation ``x_orig = (x_pad - 100) * 0.3 / spacing`` per axis (spacing is (row, col))."""
-    try:
-        from kneel.io.annotations import padded_to_original
-    except ImportError:  # TODO(synth): remove once kneel.io.annotations exists
-        row_mm, col_mm = spacing
-        out = (np.asarray(padded, dtype=np.float64) - IMAGE_PAD) * HC_SPACING
-        return out / np.array([col_mm, row_mm])
-    return np.asarray(padded_to_original(np.asarray(padded, dtype=np.float64), spacing), dtype=np.float64)
-
-
-def knee_centre_index() -> int:
-    """Index of the landmark that defines the knee centre (tibial landmark 4)."""
-    return CENTRE_LANDMARK

@@ -69,21 +69,9 @@ def _read_centres() -> list[tuple[int, str, np.ndarray]]:
 @functools.lru_cache(maxsize=1)
 def _read_published() -> list[tuple[int, str, int, np.ndarray, np.ndarray]]:
     """(subject_id, side, kl, ROI landmarks (16, 2), centre in the padded frame) of every row of the published CSV."""
+    from kneel.io.annotations import read_bf_landmarks
     from kneel.resources import bf_landmarks_csv
 
-    try:
-        from kneel.io.annotations import read_bf_landmarks
-    except ImportError:  # TODO(synth): drop once kneel.io.annotations is in place
-        import csv
-
-        rows = []
-        with open(bf_landmarks_csv(), newline="") as handle:
-            for rec in csv.DictReader(handle):
-                pts = [float(v) for v in rec["tibia"].split(",")] + [float(v) for v in rec["femur"].split(",")]
-                roi = np.asarray(pts, dtype=np.float64).reshape(NUM_LANDMARKS, 2)
-                centre = np.asarray([float(v) for v in rec["center"].split(",")])
-                rows.append((int(rec["subject_id"]), rec["side"], int(rec["kl"]), roi, centre))
-        return rows
     out = []
     for ann in read_bf_landmarks(bf_landmarks_csv()):
         roi = np.asarray(ann.landmarks_roi, dtype=np.float64).reshape(NUM_LANDMARKS, 2)

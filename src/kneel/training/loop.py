@@ -16,6 +16,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +240,9 @@ class _Runner:
         return images, batch["keypoints"].to(self.device, non_blocking=True)
 
     def _forward(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             return net(images).float()
 
     def train_epoch(
@@ -361,7 +364,9 @@ def _landmark_ids(stage: str, k: int) -> list[int]:
     return [CENTRE_LANDMARK] if stage == "lc" else list(range(k))
 
 
-def _oof_tables(dataset: Any, pred_prepared: np.ndarray, indices: Sequence[int], fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _oof_tables(
+    dataset: Any, pred_prepared: np.ndarray, indices: Sequence[int], fold: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Long landmark tables (prepared image frame) of predictions and ground truth."""
     spacing = float(dataset.prepared_spacing)
     ids = _landmark_ids(dataset.stage, pred_prepared.shape[1])
@@ -376,12 +381,26 @@ def _oof_tables(dataset: Any, pred_prepared: np.ndarray, indices: Sequence[int],
             tx, ty = (float(v) for v in truth[j])
             common = {"file": file, "side": side, "landmark": lm, "name": LANDMARKS[lm].name}
             pred_rows.append(
-                {**common, "x_px": px, "y_px": py, "x_mm": px * spacing, "y_mm": py * spacing, "fold": fold,
-                 "subject_id": subject}  # fmt: skip
+                {
+                    **common,
+                    "x_px": px,
+                    "y_px": py,
+                    "x_mm": px * spacing,
+                    "y_mm": py * spacing,
+                    "fold": fold,
+                    "subject_id": subject,
+                }  # fmt: skip
             )
             gt_rows.append(
-                {**common, "x_px": tx, "y_px": ty, "x_mm": tx * spacing, "y_mm": ty * spacing,
-                 "kl": int(meta["kl"]), "subject_id": subject}  # fmt: skip
+                {
+                    **common,
+                    "x_px": tx,
+                    "y_px": ty,
+                    "x_mm": tx * spacing,
+                    "y_mm": ty * spacing,
+                    "kl": int(meta["kl"]),
+                    "subject_id": subject,
+                }  # fmt: skip
             )
     return pd.DataFrame(pred_rows), pd.DataFrame(gt_rows)
 
@@ -460,7 +479,10 @@ def _train_fold(
         transfer_weights(model, transfer_src / f"fold_{fold}", config.transfer_exclude)
         transferred_from = str(transfer_src / f"fold_{fold}")
     if ctx.distributed and config.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if ctx.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif ctx.is_main:
+            warnings.warn("sync_batchnorm needs CUDA (PyTorch has no CPU SyncBatchNorm); ignored", stacklevel=2)
     model = model.to(ctx.device)
     if config.channels_last and ctx.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -560,11 +582,10 @@ def _train_fold(
                     },
                 )
                 log.write(history)
-                if progress:
-                    tqdm.write(
-                        f"{desc}: train {train_loss:.4f} val {val_loss:.4f} mean {row['val_mean_mm']:.2f} mm"
-                        + (" *" if is_best else "")
-                    )
+                tqdm.write(
+                    f"{desc}: train {train_loss:.4f} val {val_loss:.4f} mean {row['val_mean_mm']:.2f} mm "
+                    f"({row['epoch_time_s']:.1f} s)" + (" *" if is_best else "")
+                )
             ctx.barrier()
     finally:
         log.close()
@@ -613,6 +634,8 @@ def train(
     data, out = Path(data), Path(out)
     ctx = init_distributed(device)
     try:
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
         _set_determinism(config, ctx.device)
         geometry = resolve_geometry(config)
         config = apply_overrides(config, {"input_size": geometry.input_size, "pad": geometry.pad})
@@ -634,7 +657,15 @@ def train(
         for fold in selected:
             results.append(
                 _train_fold(
-                    ctx, config, geometry, data, stage_dir, fold, split_subjects(table, fold), transfer_src, resume,
+                    ctx,
+                    config,
+                    geometry,
+                    data,
+                    stage_dir,
+                    fold,
+                    split_subjects(table, fold),
+                    transfer_src,
+                    resume,
                     progress,
                 )  # fmt: skip
             )

@@ -1,6 +1,7 @@
 """Mixup for landmark regression: the reference's two-pass variant and standard mixup.
 
-One weight ``lam ~ Beta(alpha, alpha)`` and one permutation ``perm`` per batch; ``mixed = lam * x + (1 - lam) * x[perm]``.
+One weight ``lam ~ Beta(alpha, alpha)`` and one permutation ``perm`` per batch;
+``mixed = lam * x + (1 - lam) * x[perm]``.
 
 * ``two_pass`` (KNEEL_REFERENCE 5.3): ``lam * L(f(x), y) + (1 - lam) * L(f(mixed), y[perm])``: a clean pass and a
   mixed pass, the mixed image supervised only toward the permuted image's landmarks.

@@ -1,0 +1,277 @@
+"""End-to-end inference speed: radiographs/s, share of time outside the network, memory, bf16 vs fp32, start-up.
+
+Runs the real batch engine (``kneel.inference.predict_files``: DataLoader worker reading DICOMs, whole-image
+normalisation, one warp per network input, ROIs batched) with the paper presets (``kneel_lc``/``kneel_hc`` at 450 px,
+5 folds per stage; weights from the parity fixtures, perturbed per fold, or random) on synthetic films
+(``kneel.synth``, ~0.15 mm, ~2500 x 2800 px). Reports, per configuration (fp32/bf16, with/without refine):
+
+* seconds per bilateral radiograph end to end and radiographs/s;
+* the network's share (time inside ``FoldEnsemble.predict``) and the rest (reading, normalising, warping, writing);
+* the network-only floor: passes per radiograph x the isolated forward time of the same ensemble (the fastest exact
+  variant of ``benchmarks/forward.py``, BatchNorm folded + channels-last, is what ``load_stage`` uses);
+* bf16 vs fp32: speed ratio and landmark deviation in mm;
+* peak memory (RSS) and its growth with the number of files (tiny models, 4 vs 24 files, in subprocesses);
+* start-up: a fresh process importing kneel and loading the 10 fold models.
+
+The reference pipeline takes about 7.3 s per bilateral radiograph on the 2-core development CPU (5 folds + refine).
+
+Usage: ``python benchmarks/predict.py [--quick] [--films N] [--folds F] [--threads T]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_S_PER_RADIOGRAPH = 7.3
+
+
+def _parity_dir() -> Path | None:
+    for cand in (ROOT.parent / "shared" / "reference" / "parity", ROOT / "shared" / "reference" / "parity"):
+        if (cand / "input.npy").is_file():
+            return cand
+    return None
+
+
+def make_models(root: Path, folds: int, presets: tuple[str, str] = ("kneel_lc", "kneel_hc")) -> Path:
+    """``root/{lc,hc}/fold_<k>`` from the parity weights (x (1 + 1% noise) per fold) or random weights."""
+    from kneel.models import ModelConfig, create_model, save_fold
+
+    parity = _parity_dir()
+    for preset in presets:
+        stage = "lc" if preset.endswith("lc") else "hc"
+        base = None
+        if parity is not None and preset in ("kneel_lc", "kneel_hc"):
+            with np.load(parity / f"{stage}_state_dict.npz", allow_pickle=False) as npz:
+                base = {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+        for k in range(folds):
+            torch.manual_seed(k)
+            model = create_model(preset)
+            if base is not None:
+                g = torch.Generator().manual_seed(1000 + k)
+                state = {
+                    n: (v * (1 + 0.01 * torch.randn(v.shape, generator=g)) if v.is_floating_point() and k else v)
+                    for n, v in base.items()
+                }
+                model.load_state_dict(state, strict=True)
+            save_fold(model, ModelConfig.from_preset(preset, fold=k), root / stage / f"fold_{k}")
+    return root
+
+
+def make_films(root: Path, n: int) -> list[Path]:
+    """Synthetic bilateral films (kneel.synth) or, if it is missing, plain test films of the same size."""
+    try:
+        from kneel.synth import generate_cohort
+
+        generate_cohort(root, n=n, seed=7, layout="flat", single_knee_fraction=0.0, workers=1, progress=False)
+        files = sorted(p for p in root.rglob("*.dcm"))
+        if files:
+            return files
+    except ImportError:
+        pass
+    sys.path.insert(0, str(ROOT / "tests" / "inference"))
+    from helpers import knee_film, write_dicom
+
+    from kneel.landmarks import KneeSide
+
+    knees = ((KneeSide.R, (620.0, 1400.0)), (KneeSide.L, (1880.0, 1380.0)))
+    return [
+        write_dicom(root / f"film_{i}.dcm", knee_film((2800, 2500), (0.15, 0.15), knees), (0.15, 0.15))
+        for i in range(n)
+    ]
+
+
+class TimedEnsemble:
+    """Wraps a FoldEnsemble and adds up the time spent in ``predict`` (the network)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.images = 0
+
+    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start = time.perf_counter()
+        out = self.inner.predict(images)
+        self.seconds += time.perf_counter() - start
+        self.images += int(images.shape[0])
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+def _predictor(model_dir: Path, precision: str, refine: bool) -> tuple[Any, TimedEnsemble, TimedEnsemble]:
+    from kneel.inference import Predictor
+    from kneel.models import load_stage
+
+    lc = TimedEnsemble(load_stage(model_dir / "lc", precision=precision))
+    hc = TimedEnsemble(load_stage(model_dir / "hc", precision=precision))
+    return Predictor.from_ensembles(lc, hc, refine=refine, knees="both", batch_size=8), lc, hc
+
+
+def _floor_ms_per_input(ensemble: Any, repeats: int) -> float:
+    """Isolated forward time of the whole ensemble per 450x450 input (batch of 2, as one radiograph's 2 knees)."""
+    x = torch.rand(2, 1, 450, 450) * 255
+    ensemble.predict(x)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ensemble.predict(x)
+        best = min(best, time.perf_counter() - start)
+    return best / 2 * 1000
+
+
+def _landmarks(out: Path) -> dict[tuple[str, str], np.ndarray]:
+    result = {}
+    for path in sorted((out / "results").glob("*.json")):
+        data = json.loads(path.read_text())
+        spacing = data["image"]["spacing_mm"]
+        for side, knee in data["knees"].items():
+            result[(data["file"], side)] = np.asarray(knee["landmarks_px"]) * [spacing[1], spacing[0]]
+    return result
+
+
+def run_config(model_dir: Path, films: list[Path], precision: str, refine: bool, work: Path) -> dict[str, Any]:
+    from kneel.inference import predict_files
+
+    predictor, lc, hc = _predictor(model_dir, precision, refine)
+    predict_files(films[:1], predictor, work / f"warm_{precision}_{refine}", workers=0, progress=False)  # warm-up
+    lc.seconds = hc.seconds = 0.0
+    out = work / f"run_{precision}_{refine}"
+    start = time.perf_counter()
+    summary = predict_files(films, predictor, out, workers=1, progress=False)
+    total = time.perf_counter() - start
+    assert summary.done == len(films) and summary.failed == 0, summary
+    net = lc.seconds + hc.seconds
+    passes = 2 + 2 * (2 if refine else 1)  # network inputs per bilateral radiograph (each through all folds)
+    return {
+        "precision": precision,
+        "refine": refine,
+        "s_per_radiograph": total / len(films),
+        "radiographs_per_s": len(films) / total,
+        "network_s_per_radiograph": net / len(films),
+        "outside_network_share": 1 - net / total,
+        "inputs_per_radiograph": passes,
+        "landmarks_mm": _landmarks(out),
+        "lc": lc,
+        "hc": hc,
+    }
+
+
+def startup_seconds(model_dir: Path) -> float:
+    code = (
+        "import time; t = time.perf_counter(); from kneel.inference import Predictor; "
+        f"Predictor({str(model_dir)!r}); print(time.perf_counter() - t)"
+    )
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return time.perf_counter() - start
+
+
+def memory_growth(work: Path, counts: tuple[int, int]) -> dict[int, float]:
+    """Peak RSS (MB, main process + workers) of ``kneel predict`` on ``n`` copies of a film, tiny models."""
+    sys.path.insert(0, str(ROOT / "tests" / "inference"))
+    from helpers import knee_film, make_model_dir, write_dicom
+
+    model = make_model_dir(work / "tiny_model")
+    film = write_dicom(work / "mem_film.dcm", knee_film((2800, 2500), (0.15, 0.15),
+                       ((_side("R"), (620.0, 1400.0)), (_side("L"), (1880.0, 1380.0)))), (0.15, 0.15))  # fmt: skip
+    peaks = {}
+    for n in counts:
+        src = work / f"mem_{n}"
+        src.mkdir()
+        for i in range(n):
+            (src / f"{i:03d}.dcm").symlink_to(film)
+        code = (
+            "import resource; from kneel.inference import predict_files; "
+            f"predict_files([{str(src)!r}], {str(model)!r}, {str(work / f'mem_out_{n}')!r}, workers=1, "
+            "progress=False); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        own, children = (int(v) for v in out.stdout.split()[-2:])
+        peaks[n] = (own + children) / 1024
+    return peaks
+
+
+def _side(value: str) -> Any:
+    from kneel.landmarks import KneeSide
+
+    return KneeSide(value)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 film, fewer configurations, no memory-growth runs")
+    parser.add_argument("--films", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_films = 1 if args.quick else args.films
+    with tempfile.TemporaryDirectory(prefix="kneel-bench-predict-") as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        model_dir = make_models(work / "model", args.folds)
+        films = make_films(work / "films", n_films)
+        print(f"setup: {args.folds} folds per stage, {len(films)} film(s), {time.perf_counter() - t0:.1f} s; "
+              f"torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
+        configs = [("fp32", True), ("bf16", True)] if args.quick else [
+            ("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)]  # fmt: skip
+        results = []
+        for precision, refine in configs:
+            r = run_config(model_dir, films, precision, refine, work)
+            floor_ms = _floor_ms_per_input(r["lc"].inner, 1 if args.quick else 2) * 2 + _floor_ms_per_input(
+                r["hc"].inner, 1 if args.quick else 2
+            ) * (r["inputs_per_radiograph"] - 2)
+            r["floor_s_per_radiograph"] = floor_ms / 1000
+            results.append(r)
+            print(f"  {precision} refine={refine}: {r['s_per_radiograph']:.2f} s/radiograph", flush=True)
+        fp32 = {r["refine"]: r for r in results if r["precision"] == "fp32"}
+        print("\n| precision | refine | s/radiograph | radiographs/s | network s | outside network | floor s "
+              "| vs floor | vs reference 7.3 s |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in results:
+            print(
+                f"| {r['precision']} | {r['refine']} | {r['s_per_radiograph']:.2f} | {r['radiographs_per_s']:.3f} "
+                f"| {r['network_s_per_radiograph']:.2f} | {100 * r['outside_network_share']:.1f} % "
+                f"| {r['floor_s_per_radiograph']:.2f} | {r['s_per_radiograph'] / r['floor_s_per_radiograph']:.2f}x "
+                f"| {REFERENCE_S_PER_RADIOGRAPH / r['s_per_radiograph']:.2f}x faster |"
+            )
+        for r in results:
+            if r["precision"] != "bf16" or r["refine"] not in fp32:
+                continue
+            base = fp32[r["refine"]]
+            dev = [np.abs(r["landmarks_mm"][k] - base["landmarks_mm"][k]).max() for k in base["landmarks_mm"]]
+            dist = [np.hypot(*(r["landmarks_mm"][k] - base["landmarks_mm"][k]).T).mean() for k in base["landmarks_mm"]]
+            print(f"bf16 vs fp32 (refine={r['refine']}): {base['s_per_radiograph'] / r['s_per_radiograph']:.2f}x "
+                  f"speed, landmark deviation max {max(dev):.3f} mm (per axis), mean {np.mean(dist):.3f} mm")  # fmt: skip
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"peak RSS: main process {rss:.0f} MB, largest worker/child {kids:.0f} MB (paper models, 5+5 folds)")
+        print(f"start-up (new process: import + load {2 * args.folds} fold models): {startup_seconds(model_dir):.2f} s")
+        if not args.quick:
+            peaks = memory_growth(work, (4, 24))
+            print("memory vs number of files (tiny models, main + worker peak RSS): "
+                  + ", ".join(f"{n} files {mb:.0f} MB" for n, mb in peaks.items()))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The demo's steps, each one call into the part of kneel that does the work (no shortcuts, no fake numbers).
+
+synthetic cohorts (:func:`kneel.synth.generate_cohort`) -> training data (:func:`kneel.data.prepare.prepare_datasets`)
+-> tiny low-cost and high-cost models, cross-validated, LC -> HC transfer (:func:`kneel.training.train`)
+-> landmarks on held-out films, exact and reference geometry with the same weights
+(:func:`kneel.inference.predict_files`) -> evaluation (:func:`kneel.evaluation.evaluate`,
+:func:`kneel.evaluation.evaluate_cv`) -> ``report.html`` and ``summary.md`` (:mod:`kneel.demo.summary`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kneel.errors import KneelError
+from kneel.landmarks import CENTRE_LANDMARK, NUM_LANDMARKS
+
+__all__ = ["DemoSettings", "DemoError", "DemoPaths", "require", "find_config", "no_learning_baseline"]
+
+
+class DemoError(KneelError):
+    """A demo step cannot run (a part of kneel is missing, or a step produced nothing usable)."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything that decides the demo's numbers (recorded in each step's stamp).
+
+    Defaults fit the 10-minute budget on a 2-core CPU; raise the sizes and epochs for better models.
+    """
+
+    train_images: int = 60
+    test_images: int = 12
+    seed: int = 0
+    folds: int = 5
+    lc_epochs: int = 8
+    hc_epochs: int = 8
+    lc_config: str = "tiny_lc.yaml"
+    hc_config: str = "tiny_hc.yaml"
+    workers: int = 2
+    threads: int = 0
+    """torch threads (0: all CPU cores)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where each step writes under the demo's output folder."""
+
+    out: Path
+
+    @property
+    def train_cohort(self) -> Path:
+        return self.out / "cohorts" / "train"
+
+    @property
+    def test_cohort(self) -> Path:
+        return self.out / "cohorts" / "test"
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def model(self) -> Path:
+        return self.out / "model"
+
+    def predictions(self, geometry: str) -> Path:
+        return self.out / "predictions" / geometry
+
+    @property
+    def evaluation(self) -> Path:
+        return self.out / "evaluation" / "test"
+
+    @property
+    def evaluation_cv(self) -> Path:
+        return self.out / "evaluation" / "cv"
+
+    @property
+    def baseline(self) -> Path:
+        return self.out / "predictions" / "no_learning_baseline.csv"
+
+
+def require(module: str, step: str) -> Any:
+    """Import a part of kneel the demo needs, or stop with an error naming the step and the missing module."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DemoError(f"step '{step}' needs {module}, which is not available: {exc}") from exc
+
+
+def find_config(name: str) -> Path:
+    """A training config by file name: ``./configs``, the source tree's ``configs/``, or the package's assets."""
+    here = Path(__file__).resolve()
+    candidates = [
+        Path(name),
+        Path.cwd() / "configs" / name,
+        here.parents[3] / "configs" / name,
+        here.parents[1] / "assets" / "configs" / name,
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise DemoError(f"training config {name} not found (looked in {', '.join(str(c.parent) for c in candidates)})")
+
+
+def _films(cohort: Path) -> pd.DataFrame:
+    path = cohort / "films.csv"
+    if not path.is_file():
+        raise DemoError("the synthetic cohort has no films.csv", path)
+    return pd.read_csv(path, dtype={"file": str})
+
+
+def no_learning_baseline(train_cohort: Path, test_cohort: Path, out_csv: Path) -> Path:
+    """What a model that learned nothing from the images would answer: the mean training shape at each half's centre.
+
+    The mean landmark layout (mm, relative to tibial landmark 4, right-knee orientation) is taken from the training
+    cohort's ground truth; on each held-out film it is placed at the centre of the image half that holds the knee
+    (right knee: image left). Its errors are the level the trained models must beat.
+    """
+    gt = pd.read_csv(train_cohort / "ground_truth.csv", dtype={"file": str})
+    films = _films(train_cohort).set_index("file")
+    offsets = []
+    for (file, side), g in gt.groupby(["file", "side"]):
+        g = g.sort_values("landmark")
+        if len(g) != NUM_LANDMARKS:
+            continue
+        xy = g[["x_px", "y_px"]].to_numpy(dtype=np.float64)
+        row_mm, col_mm = films.loc[file, ["spacing_row_mm", "spacing_col_mm"]].to_numpy(dtype=np.float64)
+        d = (xy - xy[CENTRE_LANDMARK]) * [col_mm, row_mm]
+        if side == "L":
+            d[:, 0] = -d[:, 0]
+        offsets.append(d)
+    if not offsets:
+        raise DemoError("no complete knee in the training ground truth", train_cohort / "ground_truth.csv")
+    mean_shape = np.mean(offsets, axis=0)
+    rows = []
+    for film in _films(test_cohort).itertuples(index=False):
+        for side in ("R", "L"):
+            cx = film.columns * (0.25 if side == "R" else 0.75)
+            cy = film.rows * 0.5
+            d = mean_shape.copy()
+            if side == "L":
+                d[:, 0] = -d[:, 0]
+            xy = np.array([cx, cy]) + d / [film.spacing_col_mm, film.spacing_row_mm]
+            for k, (x, y) in enumerate(xy):
+                rows.append(
+                    {
+                        "file": film.file,
+                        "side": side,
+                        "landmark": k,
+                        "x_px": x,
+                        "y_px": y,
+                        "x_mm": x * film.spacing_col_mm,
+                        "y_mm": y * film.spacing_row_mm,
+                    }
+                )
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    from kneel.io.atomic import atomic_write_text
+
+    atomic_write_text(out_csv, pd.DataFrame(rows).to_csv(index=False, float_format="%.6f"))
+    return out_csv
+
+
+def set_threads(threads: int) -> int:
+    """Use ``threads`` torch threads (0: every core); returns the number set."""
+    import torch
+
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n

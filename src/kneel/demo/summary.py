@@ -1,0 +1,361 @@
+"""The demo's own report: headline numbers, did the models learn, exact vs reference geometry, steps and timings.
+
+It reads what the evaluation steps wrote (``summary.csv``, ``landmarks.csv``, pictures) and the training logs
+(``fold_<k>/metrics.csv``), adds two pictures (training curves, a film overlay) and writes ``report.html`` (one
+self-contained file) and ``summary.md`` (the same numbers in Markdown, for notes and the README).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kneel.evaluation.report import HtmlReport  # noqa: E402
+from kneel.evaluation.tables import to_markdown  # noqa: E402
+from kneel.io.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from kneel.landmarks import CENTRE_LANDMARK, LANDMARKS  # noqa: E402
+
+if TYPE_CHECKING:
+    from kneel.demo.pipeline import DemoPaths, DemoSettings
+    from kneel.demo.steps import StepRunner
+
+__all__ = ["write_demo_report", "headline_table", "plot_training_curves", "plot_film_overlay"]
+
+SYNTHETIC_NOTE = (
+    "SYNTHETIC DATA. These numbers come from synthetic radiographs (kneel synth) and tiny CPU models trained for a "
+    "few minutes; they show that the pipeline works end to end and that the models learn. They are not the "
+    "KNEEL paper's results and say nothing about accuracy on real radiographs."
+)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _row(summary: pd.DataFrame, subset: str, grouping: str, set_name: str | None = None) -> pd.Series | None:
+    rows = summary[(summary["subset"] == subset) & (summary["grouping"] == grouping)]
+    if set_name is not None:
+        rows = rows[rows["set"] == set_name]
+    return None if rows.empty else rows.iloc[0]
+
+
+def headline_table(paths: DemoPaths, thresholds: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5)) -> pd.DataFrame:
+    """One row per result: held-out sets (test grouping) and out-of-fold stages (cv grouping, or LC's centre)."""
+    entries: list[tuple[str, pd.Series]] = []
+    test = pd.read_csv(paths.evaluation / "summary.csv")
+    for name in test["set"].unique():
+        row = _row(test, "all", "test", name)
+        if row is not None:
+            entries.append((f"held-out films: {name}", row))
+    for stage, label in (("hc", "HC out-of-fold (ROI on true T4)"), ("lc", "LC out-of-fold (knee centre T4)")):
+        path = paths.evaluation_cv / stage / "summary.csv"
+        if path.is_file():
+            cv = pd.read_csv(path)
+            row = _row(cv, "all", "cv") if (cv["grouping"] == "cv").any() else _row(cv, "all", "landmarks")
+            if row is not None:
+                entries.append((label, row))
+    records = []
+    for label, row in entries:
+        rec = {"Result": label, "Knees": int(row["knees"]), "Grouping": row["grouping"]}
+        rec["Mean (mm)"] = f"{row['mean_mm']:.2f}"
+        rec["Median (mm)"] = f"{row['median_mm']:.2f}"
+        for t in thresholds:
+            rec[f"R@{t:g} mm (%)"] = f"{row[f'recall_{t:g}mm_mean']:.1f} ± {row[f'recall_{t:g}mm_std']:.1f}"
+        rec["% out (≥10 mm)"] = f"{row['out_pct']:.1f}"
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def plot_training_curves(model_dir: Path, path: Path) -> Path | None:
+    """Validation mean error (mm) per epoch of every fold, one panel per stage (from ``fold_<k>/metrics.csv``)."""
+    stages = [s for s in ("lc", "hc") if any((model_dir / s).glob("fold_*/metrics.csv"))]
+    if not stages:
+        return None
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.0 * len(stages), 3.5), squeeze=False)
+    for ax, stage in zip(axes[0], stages, strict=True):
+        for metrics in sorted((model_dir / stage).glob("fold_*/metrics.csv")):
+            table = pd.read_csv(metrics)
+            if {"epoch", "val_mean_mm"} <= set(table.columns):
+                ax.plot(table["epoch"], table["val_mean_mm"], marker="o", markersize=3, label=metrics.parent.name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation mean error (mm)")
+        ax.set_title(f"{stage.upper()} stage: validation error per epoch")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def training_progress(model_dir: Path) -> dict[str, tuple[float, float]]:
+    """Per stage: (mean over folds of the first epoch's validation error, mean of the best epoch's), in mm."""
+    out = {}
+    for stage in ("lc", "hc"):
+        first, best = [], []
+        for metrics in sorted((model_dir / stage).glob("fold_*/metrics.csv")):
+            table = pd.read_csv(metrics)
+            if "val_mean_mm" in table.columns and len(table):
+                first.append(float(table["val_mean_mm"].iloc[0]))
+                best.append(float(table["val_mean_mm"].min()))
+        if first:
+            out[stage] = (float(np.mean(first)), float(np.mean(best)))
+    return out
+
+
+def plot_film_overlay(paths: DemoPaths, errors_exact: pd.DataFrame, errors_reference: pd.DataFrame | None, path: Path):
+    """The held-out film of the median knee: whole film with landmarks, and a 50 mm zoom on that knee.
+
+    Green circles: ground truth; red crosses: exact geometry; blue pluses: reference geometry (same weights).
+    """
+    from kneel.geometry import resample_transform, roi_transform, warp
+    from kneel.io import read_radiograph
+
+    per_knee = errors_exact.groupby(["file", "side"])["error_mm"].mean().sort_values()
+    if per_knee.empty:
+        return None
+    file, side = per_knee.index[len(per_knee) // 2]
+    rg = read_radiograph(paths.test_cohort / file)
+    film = errors_exact[errors_exact["file"] == file]
+    ref = errors_reference[errors_reference["file"] == file] if errors_reference is not None else None
+    whole = resample_transform(rg.spacing, 1.0)
+    h, w = (int(round(n * s)) for n, s in zip(rg.image.shape, rg.spacing, strict=True))
+    small = warp(rg.image, whole, (h, w))
+    knee = film[film["side"] == side].sort_values("landmark")
+    centre = knee.loc[knee["landmark"] == CENTRE_LANDMARK, ["x_true", "y_true"]].to_numpy()[0]
+    roi_px, roi_mm = 500, 100.0
+    zoom_t = roi_transform(centre, rg.spacing, roi_px, roi_mm / roi_px)
+    zoom = warp(rg.image, zoom_t, (roi_px, roi_px))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2), gridspec_kw={"width_ratios": [1.4, 1]})
+    for ax, img, t in ((axes[0], small, whole), (axes[1], zoom, zoom_t)):
+        lo, hi = np.percentile(img, [1, 99.5])
+        ax.imshow(np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1), cmap="gray")
+        sel = film if ax is axes[0] else knee
+        gt = t.apply(sel[["x_true", "y_true"]].to_numpy(dtype=float))
+        pr = t.apply(sel[["x_pred", "y_pred"]].to_numpy(dtype=float))
+        ax.scatter(
+            gt[:, 0],
+            gt[:, 1],
+            s=28 if ax is axes[1] else 10,
+            facecolors="none",
+            edgecolors="lime",
+            label="ground truth",
+        )
+        ax.scatter(pr[:, 0], pr[:, 1], s=28 if ax is axes[1] else 10, c="red", marker="x", label="exact geometry")
+        if ref is not None:
+            rsel = ref if ax is axes[0] else ref[ref["side"] == side]
+            rp = t.apply(rsel[["x_pred", "y_pred"]].to_numpy(dtype=float))
+            ax.scatter(
+                rp[:, 0],
+                rp[:, 1],
+                s=28 if ax is axes[1] else 10,
+                c="deepskyblue",
+                marker="+",
+                label="reference geometry",
+            )
+        ax.set_xlim(-0.5, img.shape[1] - 0.5)
+        ax.set_ylim(img.shape[0] - 0.5, -0.5)
+        ax.set_axis_off()
+    axes[0].set_title(f"held-out synthetic film {file} (1 mm/px)", fontsize=9)
+    err = knee["error_mm"].mean()
+    axes[1].set_title(f"{side} knee, {roi_mm:g} mm around the true T4: exact mean error {err:.2f} mm", fontsize=9)
+    axes[1].legend(loc="lower right", fontsize=8)
+    for k, (x, y) in enumerate(zoom_t.apply(knee[["x_true", "y_true"]].to_numpy(dtype=float))):
+        axes[1].annotate(
+            LANDMARKS[int(knee["landmark"].iloc[k])].name,
+            (x, y),
+            xytext=(3, -8),
+            textcoords="offset points",
+            fontsize=6,
+            color="yellow",
+        )
+    fig.suptitle("SYNTHETIC DATA: kneel demo, tiny CPU models", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _exact_vs_reference(paths: DemoPaths) -> pd.DataFrame | None:
+    table = pd.read_csv(paths.evaluation / "landmarks.csv")
+    table = table[table["subset"] == "all"]
+    if not {"exact geometry", "reference geometry"} <= set(table["set"]):
+        return None
+    a = table[table["set"] == "exact geometry"].set_index("landmark")
+    b = table[table["set"] == "reference geometry"].set_index("landmark")
+    out = pd.DataFrame(
+        {
+            "Landmark": [LANDMARKS[k].name for k in a.index],
+            "Exact mean (mm)": [f"{v:.2f}" for v in a["mean_mm"]],
+            "Reference mean (mm)": [f"{v:.2f}" for v in b.loc[a.index, "mean_mm"]],
+            "Reference - exact (mm)": [f"{v:+.2f}" for v in b.loc[a.index, "mean_mm"] - a["mean_mm"]],
+            "Exact R@2 mm (%)": [f"{v:.1f}" for v in a["recall_2mm"]] if "recall_2mm" in a else "",
+            "Reference R@2 mm (%)": [f"{v:.1f}" for v in b.loc[a.index, "recall_2mm"]] if "recall_2mm" in b else "",
+        }
+    )
+    return out
+
+
+def _learned_statements(paths: DemoPaths, runner: StepRunner) -> list[str]:
+    lines = []
+    test = pd.read_csv(paths.evaluation / "summary.csv")
+    exact = _row(test, "all", "test", "exact geometry")
+    ref = _row(test, "all", "test", "reference geometry")
+    base = _row(test, "all", "test", "no-learning baseline")
+    if exact is not None and base is not None:
+        ratio = base["mean_mm"] / exact["mean_mm"] if exact["mean_mm"] > 0 else float("inf")
+        verdict = (
+            f"{ratio:.1f}x lower: the models learned"
+            if ratio >= 2.0
+            else "NOT clearly better: the models did not learn enough (train longer or on more films)"
+        )
+        lines.append(
+            f"Held-out films: mean landmark error {exact['mean_mm']:.2f} mm (median {exact['median_mm']:.2f} mm) with "
+            f"the trained LC+HC pipeline, against {base['mean_mm']:.2f} mm for the no-learning baseline (the mean "
+            f"training shape at each image half's centre): {verdict}; recall at 2.5 mm "
+            f"{exact['recall_2.5mm_mean']:.1f} % vs {base['recall_2.5mm_mean']:.1f} %."
+        )
+    if exact is not None and ref is not None:
+        lines.append(
+            f"Same weights, reference geometry (reference section 8 item 1): mean error {ref['mean_mm']:.2f} mm vs "
+            f"{exact['mean_mm']:.2f} mm with the exact geometry ({ref['mean_mm'] - exact['mean_mm']:+.2f} mm); "
+            f"recall at 1 mm {ref['recall_1mm_mean']:.1f} % vs {exact['recall_1mm_mean']:.1f} %."
+        )
+    for stage, (first, best) in training_progress(paths.model).items():
+        lines.append(
+            f"{stage.upper()} training: validation mean error {first:.2f} mm after the first epoch, {best:.2f} mm at "
+            f"the best epoch (mean over folds)."
+        )
+    return lines
+
+
+def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunner) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``summary.md`` in the demo folder; returns their paths."""
+    out = paths.out
+    headline = headline_table(paths)
+    learned = _learned_statements(paths, runner)
+    comparison = _exact_vs_reference(paths)
+    curves = plot_training_curves(paths.model, out / "training_curves.png")
+    errors_exact = paths.evaluation / "errors_exact_geometry.csv"
+    errors_ref = paths.evaluation / "errors_reference_geometry.csv"
+    overlay = None
+    if errors_exact.is_file():
+        overlay = plot_film_overlay(
+            paths,
+            pd.read_csv(errors_exact, dtype={"file": str}),
+            pd.read_csv(errors_ref, dtype={"file": str}) if errors_ref.is_file() else None,
+            out / "overlay.png",
+        )
+    steps = pd.DataFrame(
+        [
+            {
+                "Step": r.name,
+                "Seconds": f"{r.seconds:.1f}",
+                "This run": "reused" if r.reused else "ran",
+                "Info": ", ".join(f"{k}={v}" for k, v in r.info.items() if k not in ("headline", "notes", "config")),
+            }
+            for r in runner.results.values()
+        ]
+    )
+    cohorts = {r: runner.results[r].info for r in ("synth_train", "synth_test") if r in runner.results}
+
+    doc = HtmlReport("kneel demo: synthetic cohort → prepare → train → predict → evaluate")
+    doc.paragraph(SYNTHETIC_NOTE, css="note")
+    doc.paragraph(
+        f"Training cohort: {cohorts.get('synth_train', {}).get('films', '?')} films "
+        f"({cohorts.get('synth_train', {}).get('knees', '?')} knees); held-out test cohort: "
+        f"{cohorts.get('synth_test', {}).get('films', '?')} films ({cohorts.get('synth_test', {}).get('knees', '?')} "
+        f"knees), shapes drawn from disjoint halves of the published annotations. Models: {settings.lc_config}, "
+        f"{settings.hc_config}, {settings.folds} folds, {settings.lc_epochs} / {settings.hc_epochs} epochs, HC "
+        "initialised from LC. The held-out films go through the whole pipeline (LC knee centres, HC landmarks, "
+        "5-fold ensembles)."
+    )
+    doc.heading("Headline numbers")
+    doc.table(
+        headline,
+        "Recall: mean ± std over tibia and femur (test grouping 0,4,8 / 9,12,15 for held-out films; "
+        "cv grouping 0,8 / 9,15 for out-of-fold). Mean/median over all landmarks.",
+    )
+    doc.heading("Did the models learn?")
+    doc.bullets(learned)
+    if curves is not None:
+        doc.image(curves, "Validation error per epoch, every fold (log scale).")
+    if overlay is not None:
+        doc.image(
+            overlay, "Median held-out knee: ground truth (green), exact geometry (red), reference geometry (blue)."
+        )
+    doc.heading("Exact vs reference geometry (same weights)")
+    doc.paragraph(
+        "The reference maps network outputs back without inverting pad and crop: high-cost outputs are stretched by "
+        "466/450 about the ROI centre and low-cost centres are pulled toward the half-image centre (reference "
+        "section 8 item 1). Expect the difference to grow toward the end landmarks (T0, T8, F9, F15)."
+    )
+    if comparison is not None:
+        doc.table(comparison)
+    doc.image(paths.evaluation / "cumulative.png", "Cumulative error curves on the held-out films.")
+    doc.image(paths.evaluation / "landmark_boxes.png", "Error per landmark on the held-out films.")
+    doc.heading("Held-out films: full tables")
+    test_summary = pd.read_csv(paths.evaluation / "summary.csv")
+    from kneel.evaluation.tables import format_summary
+
+    doc.table(format_summary(test_summary))
+    doc.image(paths.evaluation / "examples_exact_geometry.png", "Best / median / worst held-out knees (exact).")
+    doc.paragraph(f"Complete evaluation report: {paths.evaluation / 'report.html'}")
+    doc.heading("Cross-validation (out-of-fold) results")
+    for stage in ("lc", "hc"):
+        path = paths.evaluation_cv / stage / "summary.csv"
+        if path.is_file():
+            doc.heading(f"{stage.upper()} stage", level=3)
+            doc.table(format_summary(pd.read_csv(path)))
+            doc.image(paths.evaluation_cv / stage / "cumulative.png")
+    doc.heading("Steps")
+    doc.table(steps, f"Total wall time of this run: {runner.elapsed:.0f} s.")
+    doc.heading("Reproduce")
+    doc.code(
+        f"kneel demo --out {out} --train-images {settings.train_images} --test-images {settings.test_images} "
+        f"--lc-epochs {settings.lc_epochs} --hc-epochs {settings.hc_epochs} --folds {settings.folds} "
+        f"--seed {settings.seed}"
+    )
+    html = doc.write(out / "report.html")
+
+    md = [
+        "# kneel demo: results on synthetic data",
+        "",
+        f"> {SYNTHETIC_NOTE}",
+        "",
+        f"Training cohort {cohorts.get('synth_train', {}).get('films', '?')} synthetic films, held-out cohort "
+        f"{cohorts.get('synth_test', {}).get('films', '?')} films; tiny models ({settings.folds} folds, "
+        f"{settings.lc_epochs}/{settings.hc_epochs} epochs, LC → HC transfer), CPU only.",
+        "",
+        to_markdown(headline),
+        "Recall: mean ± std over tibia and femur (test grouping 0,4,8 / 9,12,15 on held-out films; cv grouping "
+        "0,8 / 9,15 out-of-fold); % out = knees with any landmark ≥ 10 mm.",
+        "",
+        "## Did the models learn?",
+        "",
+        *(f"- {line}" for line in learned),
+        "",
+    ]
+    if comparison is not None:
+        md += ["## Exact vs reference geometry (same weights)", "", to_markdown(comparison)]
+    md += [
+        "## Steps",
+        "",
+        to_markdown(steps),
+        f"Total wall time of this run: {runner.elapsed:.0f} s.",
+        "",
+        f"Full report: `{html}`",
+        "",
+    ]
+    md_path = out / "summary.md"
+    atomic_write_text(md_path, "\n".join(md))
+    return html, md_path

@@ -1,0 +1,204 @@
+"""The HTTP service: the reference's bilateral endpoint, a richer ``/v1/predict``, health and OpenAPI docs.
+
+* ``POST /kneel/predict/bilateral`` ``{"dicom": "<base64>"}`` -> ``{"R": [[x, y] x 16], "L": [...]}``: the reference's
+  endpoint (reference §7.2 item 8), so existing clients such as DeepKnee keep working. Original-image pixels,
+  rounded to integers like the reference's outputs; both knees are always predicted (the reference's behaviour).
+* ``POST /v1/predict`` ``{"dicom": "<base64>", "knees": "auto"}`` -> the full result: pixels (float), millimetres,
+  uncertainty per landmark, quality flag per knee, missing knees and warnings.
+* ``GET /health``: model and settings. ``GET /docs``: interactive OpenAPI documentation.
+
+Errors are JSON ``{"detail": "..."}`` with a 4xx status: 413 request too large, 400 malformed base64, 415 not a
+DICOM file, 422 a DICOM that cannot be used (no spacing, undecodable pixels) or a malformed request. The service
+never dies on an input; inference runs in a worker thread, one request at a time per model.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kneel import __version__
+from kneel.inference.pipeline import Predictor, Preparer
+from kneel.inference.presence import KneesMode
+from kneel.io.errors import NotDicomError, RadiographError
+
+__all__ = ["create_app", "DEFAULT_MAX_REQUEST_BYTES", "BodySizeLimit"]
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+"""64 MiB of JSON: a base64 DICOM of ~48 MB (an uncompressed 16-bit 43 x 43 cm film at 0.1 mm is ~37 MB)."""
+
+
+class DicomRequest(BaseModel):
+    """A DICOM file, base64-encoded (standard alphabet, padding required)."""
+
+    dicom: str = Field(description="the DICOM file's bytes, base64-encoded")
+
+
+class PredictRequest(DicomRequest):
+    knees: Literal["auto", "both", "R", "L"] = Field("auto", description="knees to predict")
+
+
+class BilateralResponse(BaseModel):
+    R: list[list[int]] | None = Field(description="16 (x, y) original-pixel positions of the right knee, T0..F15")
+    L: list[list[int]] | None = Field(description="16 (x, y) original-pixel positions of the left knee, T0..F15")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 when the declared or streamed request body exceeds ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = int(max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._reject(send)
+                    return
+        # Read the body here (at most max_bytes are held), so an oversize chunked upload is refused with 413
+        # before the application parses anything; then replay it to the application.
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body = message.get("body", b"")
+            received += len(body)
+            if received > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send) -> None:
+        response = JSONResponse({"detail": f"request larger than {self.max_bytes} bytes"}, status_code=413)
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+
+def _decode_base64(text: str) -> bytes:
+    try:
+        data = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, "'dicom' is not valid base64") from None
+    if not data:
+        raise HTTPException(400, "'dicom' is empty")
+    return data
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return True
+    if len(data) >= 8:
+        return int.from_bytes(data[0:2], "little") in (2, 8) or int.from_bytes(data[0:2], "big") in (2, 8)
+    return False
+
+
+class _Service:
+    """The predictor plus one preparer per knees mode; requests are served one at a time."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.lock = threading.Lock()
+        base = predictor.preparer
+        self.preparers = {
+            mode: Preparer(
+                base.lc, base.hc, knees=mode, presence=base.presence, reference_geometry=base.reference_geometry
+            )  # fmt: skip
+            for mode in KneesMode
+        }
+
+    def predict(self, data: bytes, knees: KneesMode) -> Any:
+        if not _looks_like_dicom(data):
+            raise HTTPException(415, "not a DICOM file (no 'DICM' marker and no DICOM tags at the start)")
+        preparer = self.preparers[knees]
+        fd, name = tempfile.mkstemp(prefix="kneel-", suffix=".dcm")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            try:
+                radiograph = preparer.read(name)
+            except NotDicomError as exc:
+                raise HTTPException(415, exc.reason) from None
+            except RadiographError as exc:
+                raise HTTPException(422, f"unusable DICOM: {exc.reason}") from None
+            prepared = preparer.prepare(radiograph, file="request")
+            with self.lock:
+                return self.predictor.predict_prepared([prepared])[0]
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+
+def create_app(predictor: Predictor, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
+    """The FastAPI application serving ``predictor`` (see the module docstring for the endpoints)."""
+    service = _Service(predictor)
+    app = FastAPI(
+        title="kneel",
+        version=__version__,
+        description="Anatomical landmarks (16 per knee) in bilateral knee radiographs (KNEEL re-implementation).",
+    )
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Liveness and what is being served."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "model": predictor.model_dir,
+            "settings": predictor.settings,
+            "max_request_bytes": max_request_bytes,
+        }
+
+    @app.post("/kneel/predict/bilateral", response_model=BilateralResponse)
+    async def predict_bilateral(request: DicomRequest) -> dict[str, Any]:
+        """The reference's endpoint: both knees, integer original-image pixels, T0..T8 then F9..F15."""
+        data = _decode_base64(request.dicom)
+        result = await run_in_threadpool(service.predict, data, KneesMode.BOTH)
+        out: dict[str, Any] = {"R": None, "L": None}
+        for knee in result:
+            out[knee.side.value] = [[int(round(x)), int(round(y))] for x, y in knee.landmarks_px]
+        return out
+
+    @app.post("/v1/predict")
+    async def predict_v1(request: PredictRequest) -> dict[str, Any]:
+        """Landmarks in pixels and mm, per-landmark uncertainty (fold spread, mm), quality flags, warnings."""
+        data = _decode_base64(request.dicom)
+        result = await run_in_threadpool(service.predict, data, KneesMode.parse(request.knees))
+        body = result.to_dict()
+        body.pop("path", None)
+        body.pop("file", None)
+        return body
+
+    app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    return app

@@ -1,0 +1,33 @@
+"""Run the HTTP service with uvicorn: load the model once, then serve requests."""
+
+from __future__ import annotations
+
+import os
+
+from kneel.service.app import DEFAULT_MAX_REQUEST_BYTES
+
+__all__ = ["serve"]
+
+
+def serve(
+    model: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    refine: bool = True,
+    reference_geometry: bool = False,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    log_level: str = "info",
+) -> None:
+    """Load ``model`` (``MODEL/{lc,hc}/fold_<k>/``) and serve it on ``host:port`` until interrupted."""
+    import uvicorn
+
+    from kneel.inference.pipeline import Predictor
+    from kneel.service.app import create_app
+
+    predictor = Predictor(model, device=device, precision=precision, refine=refine,
+                          reference_geometry=reference_geometry)  # fmt: skip
+    app = create_app(predictor, max_request_bytes=max_request_bytes)
+    uvicorn.run(app, host=host, port=int(port), log_level=log_level, workers=1)

@@ -1,0 +1,70 @@
+"""A real ``kneel serve`` process on a free localhost port, with a tiny random-weight model."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
+
+from helpers import knee_film, make_model_dir, write_dicom  # noqa: E402
+
+from kneel.landmarks import KneeSide  # noqa: E402
+
+MAX_REQUEST_MB = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def service_model(tmp_path_factory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("service_model"), seed=3)
+
+
+@pytest.fixture(scope="session")
+def server(service_model, tmp_path_factory):
+    """Base URL of a running server; the process is stopped after the session."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [sys.executable, "-m", "kneel", "serve", "--model", str(service_model), "--port", str(port),
+           "--max-request-mb", str(MAX_REQUEST_MB), "--log-level", "warning"]  # fmt: skip
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def dicoms(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("service_dicoms")
+    return {
+        "bilateral": write_dicom(root / "bilateral.dcm", knee_film()),
+        "missing_left": write_dicom(root / "missing_left.dcm", knee_film(knees=((KneeSide.R, (200, 420)),))),
+        "no_spacing": write_dicom(root / "no_spacing.dcm", knee_film(), spacing=None),
+    }

@@ -1,0 +1,46 @@
+"""The demo end to end at toy sizes: every real step runs, the report exists, the numbers are finite, re-runs reuse."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+NEEDED = ["kneel.synth", "kneel.data.prepare", "kneel.training", "kneel.inference", "kneel.models"]
+MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(bool(MISSING), reason=f"demo dependency missing: {', '.join(MISSING)}")
+def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
+    from kneel.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(train_images=10, test_images=2, folds=2, lc_epochs=1, hc_epochs=1, workers=1)
+    log = io.StringIO()
+    result = run_demo(tmp_path / "demo", settings, progress=False, stream=log)
+
+    assert result.report_html.is_file() and result.summary_md.is_file()
+    html = result.report_html.read_text(encoding="utf-8")
+    assert "SYNTHETIC DATA" in html and "data:image/png;base64" in html
+    assert "exact geometry" in html and "reference geometry" in html
+    for name in ("exact geometry", "reference geometry", "no-learning baseline", "hc out-of-fold", "lc out-of-fold"):
+        numbers = result.headline[name]
+        assert numbers["knees"] > 0, name
+        assert math.isfinite(numbers["mean_mm"]) and numbers["mean_mm"] >= 0, name
+        assert all(0.0 <= numbers[f"recall_{t}mm"] <= 100.0 for t in ("1", "1.5", "2", "2.5")), name
+    summary = pd.read_csv(tmp_path / "demo" / "evaluation" / "test" / "summary.csv")
+    assert set(summary["set"]) == {"exact geometry", "reference geometry", "no-learning baseline"}
+    assert summary["mean_mm"].notna().all()
+    assert "step 11/11" in log.getvalue()
+
+    # second run: every step but the report is reused
+    log2 = io.StringIO()
+    again = run_demo(tmp_path / "demo", settings, progress=False, stream=log2)
+    reused = [s["step"] for s in again.steps if s["reused"]]
+    assert len(reused) == len(again.steps) - 1 and "report" not in reused
+    assert again.headline["exact geometry"]["mean_mm"] == pytest.approx(result.headline["exact geometry"]["mean_mm"])
