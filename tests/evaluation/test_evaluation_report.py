@@ -55,6 +55,14 @@ def test_matching_reports_missing_and_uses_mm_ratio():
     assert knees.kl.tolist() == [0, 0, 1, 1]
 
 
+def test_matching_never_merges_files_with_the_same_base_name():
+    gt = _gt(1)
+    gt = pd.concat([gt.assign(file="A/001"), gt.assign(file="B/001", x_px=gt["x_px"] + 50)], ignore_index=True)
+    pred = _pred(gt, 0.0)  # exact paths: zero error; pairing by base name would mix A and B
+    knees = match_predictions(pred, gt)
+    assert knees.num_knees == 4 and np.allclose(knees.errors, 0.0)
+
+
 def test_matching_without_spacing_fails_loudly():
     gt = _gt(1)
     with pytest.raises(EvaluationInputError, match="no pixel spacing"):

@@ -236,9 +236,14 @@ def _key_strategies() -> list[tuple[str, Callable[[str], str]]]:
 
 
 def _choose_file_key(pred_files: Sequence[str], gt_files: Sequence[str]) -> Callable[[str], str]:
-    """The first of exact / base name / stem that pairs the most files (ties go to the stricter rule)."""
+    """The first of exact / base name / stem that pairs the most files (ties go to the stricter rule).
+
+    A rule that would merge two different files of either table (``A/001`` and ``B/001`` by base name) is not used.
+    """
     best, best_n = _key_strategies()[0][1], -1
     for _, fn in _key_strategies():
+        if any(len({fn(f) for f in files}) != len(set(files)) for files in (pred_files, gt_files)):
+            continue
         n = len({fn(f) for f in pred_files} & {fn(f) for f in gt_files})
         if n > best_n:
             best, best_n = fn, n
