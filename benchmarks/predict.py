@@ -260,8 +260,9 @@ def main() -> int:
             base = fp32[r["refine"]]
             dev = [np.abs(r["landmarks_mm"][k] - base["landmarks_mm"][k]).max() for k in base["landmarks_mm"]]
             dist = [np.hypot(*(r["landmarks_mm"][k] - base["landmarks_mm"][k]).T).mean() for k in base["landmarks_mm"]]
-            print(f"bf16 vs fp32 (refine={r['refine']}): {base['s_per_radiograph'] / r['s_per_radiograph']:.2f}x "
-                  f"speed, landmark deviation max {max(dev):.3f} mm (per axis), mean {np.mean(dist):.3f} mm")  # fmt: skip
+            speed = base["s_per_radiograph"] / r["s_per_radiograph"]
+            print(f"bf16 vs fp32 (refine={r['refine']}): {speed:.2f}x speed, landmark deviation "
+                  f"max {max(dev):.3f} mm (per axis), mean {np.mean(dist):.3f} mm")  # fmt: skip
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"peak RSS: main process {rss:.0f} MB, largest worker/child {kids:.0f} MB (paper models, 5+5 folds)")

@@ -82,8 +82,9 @@ def measure(name: str, data: Path, iters: int, device: torch.device, batch_size:
     model = create_model(config.model, **config.model_args).to(device)
     if config.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    runner = _Runner(config, DistributedContext(device=device), model, create_loss(config, 16).to(device),
-                     [100.0] * 3, [60.0] * 3)  # fmt: skip
+    runner = _Runner(
+        config, DistributedContext(device=device), model, create_loss(config, 16).to(device), [100.0] * 3, [60.0] * 3
+    )
 
     def loader() -> DataLoader:
         sampler = RandomSampler(ds, replacement=True, num_samples=10**6, generator=torch.Generator().manual_seed(0))
@@ -133,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     header += f"{'data %':>7s} {'s/iter':>7s}"
     print(header)
     for name, r in rows.items():
-        print(f"{name:8s} {r['input']:5d} {r['batch']:5d} {r['mixup']:>8s} {r['images_s']:8.2f} "
-              f"{r['compute_images_s']:14.2f} {100 * r['data_share']:6.1f}% {r['s_per_iter']:7.3f}")  # fmt: skip
+        print(
+            f"{name:8s} {r['input']:5d} {r['batch']:5d} {r['mixup']:>8s} {r['images_s']:8.2f} "
+            f"{r['compute_images_s']:14.2f} {100 * r['data_share']:6.1f}% {r['s_per_iter']:7.3f}"
+        )
     return 0
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kneel.cli import main
 from kneel.errors import ConfigError
 from kneel.inference import discover_inputs, predict_files
 from kneel.inference.discovery import in_shard, parse_shard
@@ -53,19 +54,20 @@ def test_folder_run_writes_every_output(model_dir, cohort, tmp_path):
     assert np.isnan(npz["preds"][single, 0]).all() and np.isfinite(npz["preds"][single, 1]).all()
 
 
-def test_cli_resume_and_exit_status(model_dir, cohort, tmp_path):
+def test_cli_resume_and_exit_status(model_dir, cohort, tmp_path, capsys):
     out = tmp_path / "out"
-    cmd = [*KNEEL, "predict", str(cohort), "--model", str(model_dir), "--out", str(out), "--workers", "0", "--quiet"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 1, first.stderr  # the broken file fails, the others do not
-    assert "4 predicted" in first.stdout and "broken.dcm" in first.stderr
+    argv = ["predict", str(cohort), "--model", str(model_dir), "--out", str(out), "--workers", "0", "--quiet"]
+    assert main(argv) == 1  # the broken file fails, the others do not
+    first = capsys.readouterr()
+    assert "4 predicted" in first.out and "broken.dcm" in first.err
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert second.returncode == 1 and "0 predicted, 4 already done" in second.stdout
+    assert main(argv) == 1
+    assert "0 predicted, 4 already done, 1 failed" in capsys.readouterr().out
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
-    good = [*cmd[:4], str(cohort / "a"), "--model", str(model_dir), "--out", str(tmp_path / "good"), "--quiet"]
-    ok = subprocess.run(good, capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0, ok.stderr
+    good = ["predict", str(cohort / "a"), "--model", str(model_dir), "--out", str(tmp_path / "good"), "--quiet"]
+    assert main(good) == 0
+    assert main(["predict", str(tmp_path / "nowhere"), "--model", str(model_dir), "--out", str(out)]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
 
 
 def test_other_settings_refuse_to_mix(model_dir, cohort, tmp_path):
@@ -75,7 +77,7 @@ def test_other_settings_refuse_to_mix(model_dir, cohort, tmp_path):
         predict_files([cohort / "a"], model_dir, out, workers=0, refine=False, progress=False)
 
 
-def test_kill_9_loses_nothing_finished(model_dir, films, tmp_path):
+def test_kill_9_loses_nothing_finished(model_dir, films, tmp_path, capsys):
     src = tmp_path / "many"
     for i in range(12):
         (src / f"{i:02d}").mkdir(parents=True)
@@ -96,9 +98,8 @@ def test_kill_9_loses_nothing_finished(model_dir, films, tmp_path):
     for path in finished:  # every result on disk is complete
         data = json.loads(path.read_text())
         assert len(data["knees"]) == 2
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert again.returncode == 0, again.stderr
-    assert f"{12 - len(finished)} predicted, {len(finished)} already done" in again.stdout
+    assert main(cmd[3:]) == 0  # resume in this process
+    assert f"{12 - len(finished)} predicted, {len(finished)} already done" in capsys.readouterr().out
     table = pd.read_csv(out / "landmarks.csv", dtype={"file": str})
     assert len(table) == 12 * 32 and not table.duplicated(["file", "side", "landmark"]).any()
 

@@ -7,7 +7,6 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import MAX_REQUEST_MB
 from kneel.inference import Predictor
 
 
@@ -76,7 +75,9 @@ def test_unusable_dicoms_get_422(server, dicoms, tmp_path):
 
 
 def test_size_limit_and_garbage_never_kill_the_server(server):
-    big = "A" * int(MAX_REQUEST_MB * 1024 * 1024 + 10)
+    limit = httpx.get(f"{server}/health").json()["max_request_bytes"]
+    assert limit == 2 * 1024 * 1024  # --max-request-mb 2
+    big = "A" * (limit + 10)
     response = httpx.post(f"{server}/kneel/predict/bilateral", json={"dicom": big}, timeout=30)
     assert response.status_code == 413
     garbage = httpx.post(f"{server}/v1/predict", content=b"\x00\xff{{{", headers={"content-type": "application/json"})

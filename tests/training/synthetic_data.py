@@ -85,7 +85,7 @@ def make_prepared_data(root: Path, n_subjects: int = 10, n_folds: int = 5, seed:
                     "centre_y": pts_hc[4, 1],
                     "landmarks": to_json(pts_hc),
                     "transform": to_json(Affine.identity()),
-                }  # fmt: skip
+                }
             )
             lc_rows.append(
                 {
@@ -98,7 +98,7 @@ def make_prepared_data(root: Path, n_subjects: int = 10, n_folds: int = 5, seed:
                     "centre_y": pts_lc[4, 1],
                     "landmarks": to_json(pts_lc),
                     "transform": to_json(Affine.scaling(0.15)),
-                }  # fmt: skip
+                }
             )
             ids.append(subject)
             kls.append(kl)

@@ -46,8 +46,17 @@ def test_paper_grid_is_complete() -> None:
 
 
 def test_overrides_parse_yaml_values_and_dotted_keys(tiny_lc: Path) -> None:
-    c = load_config(tiny_lc, ["lr=1e-3", "mixup=standard", "lr_milestones=[3, 6]", "augment.cutout_p=0.25",
-                              "model_args.base_width=4", "init_from=null"])  # fmt: skip
+    c = load_config(
+        tiny_lc,
+        [
+            "lr=1e-3",
+            "mixup=standard",
+            "lr_milestones=[3, 6]",
+            "augment.cutout_p=0.25",
+            "model_args.base_width=4",
+            "init_from=null",
+        ],
+    )
     assert c.lr == 1e-3 and c.mixup == "standard" and c.lr_milestones == [3, 6]
     assert c.augment["cutout_p"] == 0.25 and c.model_args == {"base_width": 4}
 

@@ -17,9 +17,31 @@ from kneel.training.run_log import read_metrics
 
 def test_torchrun_two_processes_on_cpu(prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]) -> None:
     out = tmp_path / "model"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kneel",
-           "train", "--config", str(tiny_lc), "--data", str(prepared_data), "--out", str(out), "--folds", "0",
-           "--device", "cpu", "--no-progress", *fast, "batch_size=2", "sync_batchnorm=true"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "kneel",
+        "train",
+        "--config",
+        str(tiny_lc),
+        "--data",
+        str(prepared_data),
+        "--out",
+        str(out),
+        "--folds",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *fast,
+        "batch_size=2",
+        "sync_batchnorm=true",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -24,8 +24,25 @@ def _env() -> dict[str, str]:
 
 
 def _cmd(config: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "kneel", "train", "--config", str(config), "--data", str(data), "--out", str(out),
-            "--folds", "0", "--device", "cpu", "--no-progress", *RUN, *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "kneel",
+        "train",
+        "--config",
+        str(config),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--folds",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *RUN,
+        *extra,
+    ]
 
 
 def test_killed_run_resumes_exactly(prepared_data: Path, tmp_path: Path, tiny_lc: Path) -> None:
@@ -34,8 +51,9 @@ def test_killed_run_resumes_exactly(prepared_data: Path, tmp_path: Path, tiny_lc
 
     out = tmp_path / "killed"
     metrics = out / "lc" / "fold_0" / "metrics.csv"
-    proc = subprocess.Popen(_cmd(tiny_lc, prepared_data, out), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        _cmd(tiny_lc, prepared_data, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -51,8 +69,9 @@ def test_killed_run_resumes_exactly(prepared_data: Path, tmp_path: Path, tiny_lc
     done_before = len(read_metrics(metrics))
     assert done_before < 3
 
-    resumed = subprocess.run(_cmd(tiny_lc, prepared_data, out, "--resume"), env=_env(), capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        _cmd(tiny_lc, prepared_data, out, "--resume"), env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_metrics(metrics)
     ref_rows = read_metrics(tmp_path / "ref" / "lc" / "fold_0" / "metrics.csv")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import safetensors.torch
 import torch
@@ -15,6 +14,7 @@ from kneel.cli import main as kneel_main
 from kneel.data.datasets import LandmarkDataset
 from kneel.data.layout import read_metadata, row_landmarks
 from kneel.errors import ConfigError
+from kneel.io.landmark_table import read_landmark_table
 from kneel.models import create_model, load_fold
 from kneel.training import load_config, train
 from kneel.training.cv import load_fold_table, split_subjects, transfer_weights
@@ -96,8 +96,8 @@ def test_transfer_refuses_mismatched_weights(trained: Path) -> None:
 
 @pytest.mark.parametrize("stage", ["lc", "hc"])
 def test_oof_tables_in_prepared_frame(trained: Path, prepared_data: Path, stage: str) -> None:
-    pred = pd.read_csv(trained / stage / "oof_predictions.csv", dtype={"file": str})
-    gt = pd.read_csv(trained / stage / "oof_ground_truth.csv", dtype={"file": str})
+    pred = read_landmark_table(trained / stage / "oof_predictions.csv")
+    gt = read_landmark_table(trained / stage / "oof_ground_truth.csv")
     meta = read_metadata(prepared_data, stage)
     per_knee = 1 if stage == "lc" else 16
     assert len(pred) == len(gt) == len(meta) * per_knee
@@ -146,8 +146,12 @@ def test_bad_settings_are_config_errors(
         train(tiny_lc, prepared_data, tmp_path, overrides=[*fast, "folds=9"], progress=False)
     with pytest.raises(ConfigError, match="init_from"):
         train(tiny_hc, prepared_data, tmp_path / "empty", overrides=fast, progress=False)
-    assert kneel_main(["train", "--config", str(tiny_lc), "--data", str(prepared_data), "--out", str(tmp_path),
-                       "epochz=1"]) == 1  # fmt: skip
+    assert (
+        kneel_main(
+            ["train", "--config", str(tiny_lc), "--data", str(prepared_data), "--out", str(tmp_path), "epochz=1"]
+        )
+        == 1
+    )
 
 
 def test_resolved_config_records_the_run(trained: Path) -> None:

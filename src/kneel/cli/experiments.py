@@ -13,9 +13,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run_p.add_argument("--out", required=True, metavar="DIR", help="each experiment trains into DIR/<config stem>/")
     run_p.add_argument("--gpus", metavar="0,1", help="GPU ids; one experiment per GPU (default: in turn on CPU)")
     run_p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="key=value",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="key=value",
         help="override applied to every experiment (repeatable), e.g. --set epochs=2",
-    )  # fmt: skip
+    )
 
 
 def run(args: argparse.Namespace) -> int:

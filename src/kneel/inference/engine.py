@@ -25,7 +25,7 @@ from kneel.inference.discovery import InputFile, discover_inputs, in_shard, pars
 from kneel.inference.outputs import OutputFolder
 from kneel.inference.pipeline import Predictor, PreparedRadiograph, PrepareFailure, Preparer
 
-__all__ = ["RunSummary", "predict_files", "PreparingDataset", "default_workers"]
+__all__ = ["RunSummary", "predict_files", "predict_batch", "PreparingDataset", "default_workers"]
 
 
 @dataclass
@@ -193,3 +193,32 @@ def _predict_robustly(predictor: Predictor, items: list[PreparedRadiograph], fol
                 folder.write_failure(item.file, item.path, reason)
                 bar.write(f"kneel predict: {item.file}: {reason}", file=sys.stderr)
         return out
+
+
+def predict_batch(predictor: Predictor, keys: Sequence[str], paths: Sequence[str]) -> dict[str, list[Any]]:
+    """The per-batch function for external engines (Ray Data ``map_batches``, Spark, Dask...): read, predict.
+
+    Returns a column dictionary of the landmark table (:data:`~kneel.inference.results.CSV_COLUMNS`) plus
+    ``error`` (empty for landmark rows; a file that fails gives one row with only ``file`` and ``error`` set).
+    """
+    from kneel.inference.results import CSV_COLUMNS
+
+    columns: dict[str, list[Any]] = {name: [] for name in (*CSV_COLUMNS, "error")}
+    prepared = [predictor.preparer(str(k), str(p)) for k, p in zip(keys, paths, strict=True)]
+
+    text = {"file", "side", "name", "sop_instance_uid", "quality", "error"}
+
+    def add(row: dict[str, Any]) -> None:
+        for name, values in columns.items():
+            values.append(row.get(name, "" if name in text else float("nan")))
+
+    ready = [p for p in prepared if isinstance(p, PreparedRadiograph)]
+    for failure in (p for p in prepared if isinstance(p, PrepareFailure)):
+        add({"file": failure.file, "landmark": -1, "error": failure.reason})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = predictor.predict_prepared(ready) if ready else []
+    for prediction in results:
+        for row in prediction.rows():
+            add(dict(zip(CSV_COLUMNS, row, strict=True)))
+    return columns

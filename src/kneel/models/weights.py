@@ -250,13 +250,10 @@ def load_pretrained(
         raise ModelError(f"no {WEIGHTS_NAME}", path) from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"unreadable weights: {exc}", path) from exc
-    own = model.state_dict()
     keep = {k: v for k, v in source.items() if not k.startswith(exclude)}
-    wanted = {k: v for k, v in own.items() if not k.startswith(exclude)}
-    merged = {**own, **keep}
-    if set(keep) != set(wanted) or any(merged[k].shape != own[k].shape for k in keep):
-        load_state_dict_into(model, {**{k: v for k, v in own.items() if k.startswith(exclude)}, **keep}, path)
-    model.load_state_dict(merged, strict=True)
+    # The excluded entries keep the model's own values; everything else must match exactly (strict, same shapes).
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(exclude)}
+    load_state_dict_into(model, {**own, **keep}, path)
     return sorted(keep)
 
 

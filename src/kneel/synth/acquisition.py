@@ -117,14 +117,40 @@ def _sample_markers(rng: np.random.Generator, layout: FilmLayout, collimation: t
         y = float(np.clip(y, top + h + 5.0, height - bottom - 5.0))
         if abs(y - cy) < 80.0:  # no room above the knee: put it below instead
             y = float(min(cy + rng.uniform(95.0, 130.0), height - bottom - 5.0))
-        markers.append(Marker(side, x, y, float(h), bool(rng.random() < 0.3)))
+        letter = Marker(side, x, y, float(h), bool(rng.random() < 0.3))
+        if _clear_of_knees(letter, layout):
+            markers.append(letter)
     if rng.random() < 0.5:
         text = str(rng.choice(_TEXTS))
         h = rng.uniform(5.0, 9.0)
         x = left + 8.0 if rng.random() < 0.5 else width - right - 8.0 - 0.75 * h * len(text)
         y = top + 8.0 + h if rng.random() < 0.5 else height - bottom - 8.0
-        markers.append(Marker(text, float(max(x, 2.0)), float(y), float(h), bool(rng.random() < 0.5)))
+        label = Marker(text, float(max(x, 2.0)), float(y), float(h), bool(rng.random() < 0.5))
+        if _clear_of_knees(label, layout) and not any(_overlap(label, m) for m in markers):
+            markers.append(label)
     return tuple(markers)
+
+
+def _box(m: Marker) -> tuple[float, float, float, float]:
+    """Approximate extent (x0, y0, x1, y1) of a marker's text in mm."""
+    return m.x_mm, m.y_mm - m.height_mm, m.x_mm + 0.8 * m.height_mm * len(m.text), m.y_mm
+
+
+def _clear_of_knees(m: Marker, layout: FilmLayout, half: float = 75.0) -> bool:
+    """Whether a marker stays outside every knee's 140 mm ROI (plus a margin): labels never cover the joint."""
+    x0, y0, x1, y1 = _box(m)
+    for cx, cy in layout.centres.values():
+        if x0 < cx + half and cx - half < x1 and y0 < cy + half and cy - half < y1:
+            return False
+    return True
+
+
+def _overlap(a: Marker, b: Marker, margin: float = 5.0) -> bool:
+    """Whether two markers' boxes (approximate text extents, mm) come closer than ``margin``."""
+
+    ax0, ay0, ax1, ay1 = _box(a)
+    bx0, by0, bx1, by1 = _box(b)
+    return ax0 < bx1 + margin and bx0 < ax1 + margin and ay0 < by1 + margin and by0 < ay1 + margin
 
 
 def expose(att: np.ndarray, acq: Acquisition, layout: FilmLayout, noise_seed: int) -> np.ndarray:

@@ -375,7 +375,7 @@ def _window(canvas: KneeCanvas, rows: slice, cols: slice) -> tuple[np.ndarray, n
 
 def _add_tibia(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
     t = an.shape[:9]
-    t0, t8 = t[0], t[8]
+    t0, t8 = t[0].tolist(), t[8].tolist()  # Python floats keep the float32 arrays float32
     rows = canvas.row_range(float(t[:, 1].min()) - 1.0, np.inf)
     if rows.stop <= rows.start:
         return
@@ -425,7 +425,7 @@ def _add_tibia(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
 
 def _add_femur(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
     f = an.shape[9:]
-    f9, f15 = f[0], f[-1]
+    f9, f15 = f[0].tolist(), f[-1].tolist()
     rows = canvas.row_range(-np.inf, float(f[:, 1].max()) + 1.0)
     if rows.stop <= rows.start:
         return
@@ -463,9 +463,10 @@ def _add_femur(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
     plate = an.fem_plate * (1.0 + 0.3 * an.fem_sclerosis_med * medial) * within * np.exp(-np.maximum(dbot, 0.0) / tau)
     inside = (dx >= 0) & (dbot >= 0)
     # Posterior condyle outlines seen through the epiphysis: faint arcs above each condyle's distal outline.
-    condylar = _smoothstep((uu - f[0, 0]) / 3.0) * _smoothstep((f[2, 0] - uu) / 3.0) + _smoothstep(
-        (uu - f[4, 0]) / 3.0
-    ) * _smoothstep((f[6, 0] - uu) / 3.0)
+    fx = f[:, 0].tolist()
+    condylar = _smoothstep((uu - fx[0]) / 3.0) * _smoothstep((fx[2] - uu) / 3.0) + _smoothstep(
+        (uu - fx[4]) / 3.0
+    ) * _smoothstep((fx[6] - uu) / 3.0)
     arcs = an.fem_posterior_amp * condylar * np.exp(-(((dbot - an.fem_posterior) / 0.5) ** 2))
     scar = _physeal_scar(uu, vv, dx, float(f[:, 1].mean()) - an.fem_scar_height, an) + arcs
     bone[rows, cols] += np.where(inside, body + edge * plate + scar, 0.0).astype(np.float32)
@@ -487,8 +488,8 @@ def _tibia_lateral_edge(an: KneeAnatomy, v: float) -> float:
 
 
 def _add_fibula(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
-    """Fibular head (an upright ellipsoid partly behind the lateral tibia), neck, and a shaft running down."""
-    top = an.shape[0][1] + an.fib_drop
+    """Fibular head (a leaning ellipsoid with its apex, partly behind the lateral tibia), neck, and shaft."""
+    top = float(an.shape[0][1]) + an.fib_drop
     hc_v = top + 0.5 * an.fib_head_h
     hc_u = _tibia_lateral_edge(an, hc_v) + an.fib_overlap * an.fib_head_w
     shaft_u = hc_u - 0.1 * an.fib_head_w
@@ -497,9 +498,12 @@ def _add_fibula(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: Knee
     if rows.stop <= rows.start or cols.stop <= cols.start:
         return
     vv, uu = _window(canvas, rows, cols)
+    # The head leans laterally (its long axis ~20 deg off vertical) and carries the styloid apex on top.
     head = _shelled_ellipsoid(
-        uu, vv, (hc_u, hc_v), 0.5 * an.fib_head_w, 0.5 * an.fib_head_h, an.fib_head_depth, 0.0, 0.8, 0.35
+        uu, vv, (hc_u, hc_v), 0.5 * an.fib_head_h, 0.5 * an.fib_head_w, an.fib_head_depth, 70.0, 0.8, 0.35
     )
+    apex = (hc_u - 0.22 * an.fib_head_w, hc_v - 0.42 * an.fib_head_h)
+    head = np.maximum(head, _shelled_ellipsoid(uu, vv, apex, 3.0, 5.0, 0.5 * an.fib_head_depth, 25.0, 0.3, 0.6))
     # Neck and shaft: a tube narrowing below the head, its axis drifting slightly laterally.
     below = np.maximum(vv - hc_v, 0.0)
     axis = hc_u + (shaft_u - hc_u) * _smoothstep(below / 60.0)
@@ -512,7 +516,7 @@ def _add_fibula(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: Knee
 
 
 def _add_patella(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
-    f12 = an.shape[12]
+    f12 = an.shape[12].tolist()
     centre = (f12[0] + an.pat_du, f12[1] - an.pat_dv)
     rows = canvas.row_range(centre[1] - an.pat_b - 1.0, centre[1] + an.pat_b + 1.0)
     cols = canvas.col_range(centre[0] - an.pat_a - 1.0, centre[0] + an.pat_a + 1.0)
@@ -543,7 +547,7 @@ def _add_implant(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
     # Femoral component: a shell following the condylar outline, thicker at the box cut in the middle.
     dbot = condyles - vv
     fem_span = (uu >= f[0, 0] - 1.0) & (uu <= f[-1, 0] + 1.0)
-    shell = fem_span & (dbot >= 0.0) & (dbot <= 7.0 + 10.0 * np.exp(-(((uu - f[3, 0]) / 12.0) ** 2)))
+    shell = fem_span & (dbot >= 0.0) & (dbot <= 7.0 + 3.0 * np.exp(-(((uu - float(f[3, 0])) / 12.0) ** 2)))
     # Tibial tray: a plate just below the resection, and a stem down the middle.
     top = float(t[[0, 8], 1].mean()) + _TIBIAL_CUT_MM
     tray = (vv >= top) & (vv <= top + 4.0) & (uu >= t[0, 0] + 1.5) & (uu <= t[-1, 0] - 1.5)
@@ -554,7 +558,7 @@ def _add_implant(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
 def _add_osteophytes(bone: np.ndarray, an: KneeAnatomy, canvas: KneeCanvas) -> None:
     """Marginal spurs: lips continuing the articular margin outwards, just on the bone side of the landmark."""
     for spur in an.osteophytes:
-        p = an.shape[spur.margin]
+        p = an.shape[spur.margin].tolist()
         lateral = spur.margin in (0, 9)
         tibial = spur.margin in (0, 8)
         out = -1.0 if lateral else 1.0  # outward along u
@@ -582,7 +586,9 @@ def _soft_tissue(an: KneeAnatomy, canvas: KneeCanvas, medial_limit: float) -> np
     thigh = 1.0 + (an.soft_thigh - 1.0) * _smoothstep(-dv / 160.0)
     calf_rise = 1.0 + (an.soft_calf - 1.0) * _smoothstep(dv / 90.0)
     calf_fall = 1.0 - 0.25 * _smoothstep((dv - 120.0) / 200.0)
-    half = an.soft_half * thigh * calf_rise * calf_fall
+    # Muscle bellies: a gentle random undulation of the outline along the leg.
+    bellies = 1.0 + 0.03 * np.sin(dv / 37.0 + an.scar_wave) + 0.02 * np.sin(dv / 17.0 + 2.3 * an.scar_wave)
+    half = an.soft_half * thigh * calf_rise * calf_fall * bellies
     centre = an.soft_offset - np.tan(np.deg2rad(an.fem_tilt_deg)) * np.maximum(-dv - 40.0, 0.0) * 0.6
     med_half = np.minimum(half, np.maximum(medial_limit - centre - 0.5, 0.0))
     out = np.zeros((canvas.rows, canvas.cols), dtype=np.float32)

@@ -247,7 +247,9 @@ def _make_film(task: _Task) -> _FilmRecord:
     else:
         folder = ""
         rel = f"{sid}.dcm"
-    entropy = ["kneel-synth", str(task.seed), task.split, str(task.index)]
+    # UIDs identify the content: they follow everything that changes the pixels (not the folder layout).
+    options = f"{task.single_knee_fraction!r}/{task.implant_fraction!r}/{task.compression}"
+    entropy = ["kneel-synth", str(task.seed), task.split, str(task.index), options]
     acq = plan.acquisition
     sides = tuple(k.side for k in plan.knees)
     laterality = "B" if len(sides) == 2 else sides[0]

@@ -114,37 +114,51 @@ def sample_layout(
     cols, rows = int(round(width_mm / col_mm)), int(round(height_mm / row_mm))
     width_mm, height_mm = cols * col_mm, rows * row_mm
 
-    right, _, pairs = _published_centres()
-    r = right[int(rng.integers(len(right)))] + rng.normal(0.0, 4.0, size=2)
-    offset = pairs[int(rng.integers(len(pairs)))] + rng.normal(0.0, [6.0, 3.0])
-    offset[0] = np.clip(offset[0], 120.0, 250.0)
-    left = r + offset
-    # Keep both knees' 140 mm ROIs within the film and its 30 mm reference padding, like the published knees.
-    shift_x = 0.0
-    if r[0] < 50.0:
-        shift_x = 50.0 - r[0]
-    if left[0] + shift_x > width_mm - 50.0:
-        shift_x = width_mm - 50.0 - left[0]
-    r[0] += shift_x
-    left[0] += shift_x
-    for c in (r, left):
-        c[1] = np.clip(c[1], 95.0, height_mm - 60.0)
-
     unusual = bool(rng.random() < unusual_probability)
     patient = rng.normal(0.0, 1.5)
     if unusual:
         patient = rng.choice([-1.0, 1.0]) * rng.uniform(8.0, 20.0)
-    mid = 0.5 * (r + left)
-    rot = Affine.rotation(patient, centre=(float(mid[0]), float(mid[1])))
-    r, left = rot.apply(r), rot.apply(left)
-    for c in (r, left):  # a large rotation may have pushed a knee towards the top or bottom edge
-        c[1] = np.clip(c[1], 95.0, height_mm - 60.0)
+    r, left = _sample_centres(rng, width_mm, height_mm, patient)
     angles = {"R": patient + rng.normal(0.0, 1.5), "L": patient + rng.normal(0.0, 1.5)}
     sides: tuple[str, ...] = ("R", "L")
     if single_knee:
         sides = (str(rng.choice(["R", "L"])),)
     centres = {"R": (float(r[0]), float(r[1])), "L": (float(left[0]), float(left[1]))}
     return FilmLayout(rows, cols, (row_mm, col_mm), centres, angles, sides, unusual)
+
+
+def _sample_centres(
+    rng: np.random.Generator, width_mm: float, height_mm: float, patient_deg: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Right and left knee centres (mm): a published right knee, a published both-knee offset, jitter, rotation.
+
+    Draws again until, as on every published film, the right knee lies in the image's left half and the left knee in
+    the right half (10 mm margin) and both 140 mm ROIs stay within the film plus the reference's 30 mm padding.
+    """
+    right, _, pairs = _published_centres()
+    half = 0.5 * width_mm
+    for _ in range(100):
+        r = right[int(rng.integers(len(right)))] + rng.normal(0.0, 4.0, size=2)
+        offset = pairs[int(rng.integers(len(pairs)))] + rng.normal(0.0, [6.0, 3.0])
+        offset[0] = np.clip(offset[0], 120.0, 250.0)
+        left = r + offset
+        shift_x = 0.0
+        if r[0] < 50.0:
+            shift_x = 50.0 - r[0]
+        if left[0] + shift_x > width_mm - 50.0:
+            shift_x = width_mm - 50.0 - left[0]
+        r[0] += shift_x
+        left[0] += shift_x
+        mid = 0.5 * (r + left)
+        rot = Affine.rotation(patient_deg, centre=(float(mid[0]), float(mid[1])))
+        r, left = rot.apply(r), rot.apply(left)
+        for c in (r, left):
+            c[1] = np.clip(c[1], 95.0, height_mm - 60.0)
+        if 50.0 <= r[0] <= half - 10.0 and half + 10.0 <= left[0] <= width_mm - 50.0:
+            return r, left
+    # Not reached in practice: a symmetric film at the median published distance.
+    y = 0.5 * height_mm
+    return np.array([half - 85.5, y]), np.array([half + 85.5, y])
 
 
 def knee_pose(side: str, centre_mm: tuple[float, float], angle_deg: float) -> Affine:

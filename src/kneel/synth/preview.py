@@ -47,7 +47,6 @@ def write_preview(path: str | os.PathLike[str], seed: int = 0, n_films: int = 3,
     index = 0
     while (len(films) < n_films or len(crops_by_kl) < 5) and index < 60:
         rng = film_rng(seed, index, "all")
-        rng.random()  # the single-knee draw of the cohort writer
         plan = plan_film(rng, "all", single_knee=False)
         index += 1
         need_film = len(films) < n_films

@@ -97,6 +97,12 @@ def run_experiments(
     """Train every config; with ``gpus`` run one experiment per GPU concurrently, else one after another on CPU."""
     data, out = Path(data), Path(out)
     plan = plan_experiments(configs, out)
+    if gpus:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("--gpus given but CUDA is not available: running the experiments in turn on the CPU", flush=True)
+            gpus = None
     slots: list[str | None] = [str(g) for g in gpus] if gpus else [None]
     pending = list(plan)
     running: dict[str, tuple[subprocess.Popen, Experiment, float, object]] = {}  # slot -> process
@@ -132,8 +138,9 @@ def run_experiments(
             device = "cuda" if slot is not None else "cpu"
             ready.out.mkdir(parents=True, exist_ok=True)
             handle = open(ready.out / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when it ends
-            proc = subprocess.Popen(_command(ready, data, device, overrides), stdout=handle, stderr=subprocess.STDOUT,
-                                    env=env)  # fmt: skip
+            proc = subprocess.Popen(
+                _command(ready, data, device, overrides), stdout=handle, stderr=subprocess.STDOUT, env=env
+            )
             running[str(slot)] = (proc, ready, time.perf_counter(), handle)
             print(f"[{ready.name}] started on {'GPU ' + slot if slot is not None else 'CPU'}", flush=True)
         if running:

@@ -240,9 +240,10 @@ class _Runner:
         return images, batch["keypoints"].to(self.device, non_blocking=True)
 
     def _forward(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
+        """Network output in float32 (the loss is always computed in float32, also under autocast)."""
+        if self.amp_dtype is None:
+            return net(images)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype):
             return net(images).float()
 
     def train_epoch(
@@ -389,7 +390,7 @@ def _oof_tables(
                     "y_mm": py * spacing,
                     "fold": fold,
                     "subject_id": subject,
-                }  # fmt: skip
+                }
             )
             gt_rows.append(
                 {
@@ -400,17 +401,16 @@ def _oof_tables(
                     "y_mm": ty * spacing,
                     "kl": int(meta["kl"]),
                     "subject_id": subject,
-                }  # fmt: skip
+                }
             )
     return pd.DataFrame(pred_rows), pd.DataFrame(gt_rows)
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> None:
-    """Write a long landmark table atomically, sorted by file, side (R first), landmark."""
-    if not table.empty:
-        order = table.assign(_side=(table["side"] != "R").astype(int))
-        table = order.sort_values(["file", "_side", "landmark"], ignore_index=True).drop(columns="_side")
-    atomic_write_text(path, table.to_csv(index=False, float_format="%.17g"))
+    """Write a long landmark table (validated, sorted, exact floats, atomic) with :mod:`kneel.io.landmark_table`."""
+    from kneel.io.landmark_table import write_landmark_table
+
+    write_landmark_table(table, path)
 
 
 # ---------------------------------------------------------------------------------------------------------- folds
@@ -472,8 +472,10 @@ def _train_fold(
     model = create_model(config.model, **config.model_args)
     n_out = getattr(model, "n_outputs", None)
     if n_out is not None and n_out != train_ds.num_keypoints:
-        raise ConfigError(f"model: {config.model} has {n_out} outputs but the {config.stage} data has "
-                          f"{train_ds.num_keypoints} landmarks")  # fmt: skip
+        raise ConfigError(
+            f"model: {config.model} has {n_out} outputs but the {config.stage} data has "
+            f"{train_ds.num_keypoints} landmarks"
+        )
     transferred_from = None
     if transfer_src is not None:
         transfer_weights(model, transfer_src / f"fold_{fold}", config.transfer_exclude)
@@ -667,7 +669,7 @@ def train(
                     transfer_src,
                     resume,
                     progress,
-                )  # fmt: skip
+                )
             )
         result = TrainResult(stage_dir, config, results)
         if ctx.is_main:
