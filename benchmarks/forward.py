@@ -2,7 +2,8 @@
 
 Variants: eager float32 (the reference's way), channels-last, BatchNorm folded, BatchNorm folded + channels-last,
 "fused" (``optimize_for_inference``: folded + channels-last + oneDNN convolutions with fused ReLU/residual sum, kneel's
-default), bfloat16 autocast on the default (with its error against float32), and ONNX Runtime. Each repeat times every
+default), the same in forward calls of 2 images ("-chunk2", what ``FoldEnsemble`` does on CPU), bfloat16 autocast on
+the default (with its error against float32), and ONNX Runtime. Each repeat times every
 variant once, in turn, so that a noisy machine affects all alike; the table reports the median and the best repeat,
 and the CPU time (robust to other load). The network costs 35.0 GFLOP per 450x450 image (multiply-add = 2 FLOP).
 
@@ -30,7 +31,17 @@ from kneel.models.inference import autocast
 
 GFLOP_PER_IMAGE_450 = 35.0
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("eager-fp32", "channels-last", "bn-folded", "bn-folded+cl", "fused", "bf16-autocast", "onnxruntime")
+VARIANTS = (
+    "eager-fp32",
+    "channels-last",
+    "bn-folded",
+    "bn-folded+cl",
+    "fused",
+    "fused-chunk2",
+    "bf16-autocast",
+    "bf16-chunk2",
+    "onnxruntime",
+)
 
 
 def _parity_dir() -> Path | None:
@@ -75,7 +86,13 @@ def _variants(model: torch.nn.Module, size: int, names: list[str], threads: int)
         with autocast("bf16"):
             return best(x)
 
+    def chunked(fn: Callable) -> Callable:
+        # What FoldEnsemble does on CPU: batches split into forward calls of 2 images.
+        return lambda x: torch.cat([fn(x[i : i + 2]) for i in range(0, x.shape[0], 2)])
+
     fns["bf16-autocast"] = bf16
+    fns["fused-chunk2"] = chunked(best)
+    fns["bf16-chunk2"] = chunked(bf16)
     if "onnxruntime" in names:
         try:
             from kneel.models.export import export_model_onnx, onnx_session

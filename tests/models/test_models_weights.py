@@ -136,9 +136,11 @@ def test_ensemble_mean_spread_and_per_fold_normalisation(tmp_path: Path) -> None
     ref_spread = ((stacked - stacked.mean(0)) ** 2).sum(-1).mean(0).sqrt()
     torch.testing.assert_close(spread, ref_spread, atol=1e-5, rtol=0)
     assert spread.shape == (2, 16) and (spread > 0).all()
-    # Exact (unoptimised) path agrees with the optimised default.
-    plain = load_stage(tmp_path / "hc", optimize=False)
+    # Exact (unoptimised) path agrees with the optimised default; chunking does not change the result.
+    plain = load_stage(tmp_path / "hc", optimize=False, chunk_size=1)
     torch.testing.assert_close(plain.predict(images)[0], mean, atol=1e-5, rtol=0)
+    three = torch.cat([images, images[:1]])
+    torch.testing.assert_close(ensemble.predict(three)[0][:2], mean, atol=1e-5, rtol=0)
 
 
 def test_ensemble_one_channel_input_and_precision(tmp_path: Path) -> None:

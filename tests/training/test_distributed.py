@@ -17,31 +17,12 @@ from kneel.training.run_log import read_metrics
 
 def test_torchrun_two_processes_on_cpu(prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]) -> None:
     out = tmp_path / "model"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "kneel",
-        "train",
-        "--config",
-        str(tiny_lc),
-        "--data",
-        str(prepared_data),
-        "--out",
-        str(out),
-        "--folds",
-        "0",
-        "--device",
-        "cpu",
-        "--no-progress",
-        *fast,
-        "batch_size=2",
-        "sync_batchnorm=true",
-    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["-m", "kneel", "train", "--config", str(tiny_lc), "--data", str(prepared_data), "--out", str(out)]
+    options = ["--folds", "0", "--device", "cpu", "--no-progress", *fast, "batch_size=2"]
+    # two-pass mixup (two backward passes, the first without gradient sync) and the robust loss (its parameters'
+    # gradients are all-reduced by hand) exercise the DDP-specific paths of the loop.
+    cmd = [*launcher, *args, *options, "sync_batchnorm=true", "mixup=two_pass", "loss=robust"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -24,25 +24,9 @@ def _env() -> dict[str, str]:
 
 
 def _cmd(config: Path, data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "kneel",
-        "train",
-        "--config",
-        str(config),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--folds",
-        "0",
-        "--device",
-        "cpu",
-        "--no-progress",
-        *RUN,
-        *extra,
-    ]
+    paths = ["--config", str(config), "--data", str(data), "--out", str(out)]
+    options = ["--folds", "0", "--device", "cpu", "--no-progress"]
+    return [sys.executable, "-m", "kneel", "train", *paths, *options, *RUN, *extra]
 
 
 def test_killed_run_resumes_exactly(prepared_data: Path, tmp_path: Path, tiny_lc: Path) -> None:

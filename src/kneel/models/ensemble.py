@@ -24,7 +24,10 @@ class FoldEnsemble:
         models: fold networks (any order; configs give the fold index).
         configs: one :class:`ModelConfig` per model, all of the same stage and input size.
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
-        optimize: replace each model by its inference-optimised copy (BatchNorm folded, channels-last).
+        optimize: replace each model by its inference-optimised copy (BatchNorm folded, channels-last, fused
+            convolutions; exact to about 1e-7).
+        chunk_size: images per forward call; larger batches are split. Default: 2 on CPU (the feature maps stay in
+            cache: about 20% faster per image than batches of 8), 32 on other devices.
 
     Example:
         >>> ens = load_stage("MODEL/hc")  # doctest: +SKIP
@@ -38,6 +41,7 @@ class FoldEnsemble:
         *,
         precision: Precision = "fp32",
         optimize: bool = True,
+        chunk_size: int | None = None,
     ) -> None:
         if not models or len(models) != len(configs):
             raise ModelError(f"need one config per model, got {len(models)} models and {len(configs)} configs")
@@ -50,6 +54,7 @@ class FoldEnsemble:
         self.configs = list(configs)
         self.models = [optimize_for_inference(m) if optimize else m.eval() for m in models]
         self.precision: Precision = precision
+        self._chunk_size = None if chunk_size is None else max(int(chunk_size), 1)
         self.device = torch.device("cpu")
         self._stats = [self._stats_of(c) for c in self.configs]
 
@@ -63,6 +68,13 @@ class FoldEnsemble:
     def config(self) -> ModelConfig:
         """The first fold's configuration (geometry is shared by all folds)."""
         return self.configs[0]
+
+    @property
+    def chunk_size(self) -> int:
+        """Images per forward call on the current device."""
+        if self._chunk_size is not None:
+            return self._chunk_size
+        return 2 if self.device.type == "cpu" else 32
 
     @property
     def stage(self) -> str:
@@ -90,9 +102,11 @@ class FoldEnsemble:
         x = self._prepare(images)
         outs = []
         for model, (mean, std) in zip(self.models, self._stats, strict=True):
-            with autocast(self.precision, self.device):
-                out = model((x - mean) / std)
-            outs.append(out.float())
+            parts = []
+            for start in range(0, x.shape[0], self.chunk_size):
+                with autocast(self.precision, self.device):
+                    parts.append(model((x[start : start + self.chunk_size] - mean) / std).float())
+            outs.append(torch.cat(parts) if len(parts) != 1 else parts[0])
         return torch.stack(outs)
 
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

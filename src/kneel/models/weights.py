@@ -278,6 +278,7 @@ def load_stage(
     *,
     precision: Precision = "fp32",
     optimize: bool = True,
+    chunk_size: int | None = None,
 ) -> FoldEnsemble:
     """All folds of one stage (``MODEL/lc`` or ``MODEL/hc``) as a :class:`FoldEnsemble` ready for inference.
 
@@ -285,11 +286,12 @@ def load_stage(
         stage_dir: folder holding ``fold_<k>/``.
         device: where the models run.
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
-        optimize: fold BatchNorm into the convolutions and use channels-last (same numbers, faster).
+        optimize: fold BatchNorm into the convolutions, channels-last, fused convolutions (same numbers, faster).
+        chunk_size: images per forward call (see :class:`FoldEnsemble`).
     """
     from kneel.models.ensemble import FoldEnsemble
 
     loaded = [load_fold(d, "cpu") for d in fold_dirs(stage_dir)]
     models = [m for m, _ in loaded]
     configs = [c for _, c in loaded]
-    return FoldEnsemble(models, configs, precision=precision, optimize=optimize).to(device)
+    return FoldEnsemble(models, configs, precision=precision, optimize=optimize, chunk_size=chunk_size).to(device)
