@@ -44,3 +44,43 @@ def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     reused = [s["step"] for s in again.steps if s["reused"]]
     assert len(reused) == len(again.steps) - 1 and "report" not in reused
     assert again.headline["exact geometry"]["mean_mm"] == pytest.approx(result.headline["exact geometry"]["mean_mm"])
+
+
+def test_steps_are_reused_and_invalidated_downstream(tmp_path: Path):
+    from kneel.demo.steps import StepRunner
+
+    calls: list[str] = []
+
+    def make(name: str, out: Path):
+        def fn():
+            calls.append(name)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "done").write_text(name)
+            return {"n": len(calls)}
+
+        return fn
+
+    def pipeline(size: int) -> StepRunner:
+        runner = StepRunner(tmp_path, total=2, stream=io.StringIO())
+        runner.run(
+            "a",
+            "first",
+            {"size": size},
+            make("a", tmp_path / "a"),
+            outputs=[tmp_path / "a" / "done"],
+            clear=[tmp_path / "a"],
+        )
+        runner.run("b", "second", {}, make("b", tmp_path / "b"), outputs=[tmp_path / "b" / "done"], after=["a"])
+        return runner
+
+    pipeline(1)
+    assert calls == ["a", "b"]
+    runner = pipeline(1)
+    assert calls == ["a", "b"] and all(r.reused for r in runner.results.values())
+    pipeline(2)  # a changed: both run again
+    assert calls == ["a", "b", "a", "b"]
+    (tmp_path / "a" / "done").unlink()  # an output vanished: a runs again, and b after it
+    pipeline(2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    pipeline(2)
+    assert len(calls) == 6

@@ -99,3 +99,21 @@ def test_unreadable_inputs_raise_typed_errors(model_dir, films, tmp_path):
     no_spacing = write_dicom(tmp_path / "nospacing.dcm", np.zeros((300, 300), np.uint16), spacing=None)
     with pytest.raises(RadiographError, match="(?i)spacing"):
         predictor.predict(no_spacing)
+
+
+def test_presence_rule_on_synthetic_single_knee_films(tmp_path):
+    """Synthetic single-knee films (collimation, markers, glow): the empty half counts as empty, the other as full."""
+    synth = pytest.importorskip("kneel.synth")
+    import pandas as pd
+
+    from kneel.inference import Preparer, PresenceRule, StageGeometry
+
+    synth.generate_cohort(tmp_path, n=2, seed=5, layout="flat", single_knee_fraction=1.0, workers=1, progress=False)
+    truth = pd.read_csv(tmp_path / "ground_truth.csv", dtype={"file": str})
+    preparer = Preparer(StageGeometry(1.0), StageGeometry(0.3), knees="auto")
+    rule = PresenceRule()
+    for file, rows in truth.groupby("file"):
+        prepared = preparer.prepare(preparer.read(tmp_path / file), file)
+        assert prepared.film == "bilateral"
+        present = {job.plan.side.value: job.content >= rule.min_content_fraction for job in prepared.lc_jobs}
+        assert present == {s: s in set(rows["side"]) for s in ("R", "L")}, (file, [j.content for j in prepared.lc_jobs])

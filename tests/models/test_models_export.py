@@ -18,6 +18,8 @@ pytest.importorskip("onnxruntime")
 from kneel.models.export import onnx_session  # noqa: E402
 
 PRESET = "kneel_tiny_hc"
+# Emitted by PyTorch's own exporter/compiler internals, not by kneel.
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")

@@ -180,3 +180,21 @@ def test_load_pretrained_transfers_all_but_output(tmp_path: Path) -> None:
     assert torch.equal(hc.state_dict()["out_block.0.weight"], before)
     with pytest.raises(ModelError, match="shape"):
         load_pretrained(create_model("kneel_tiny_hc", base_width=12), tmp_path / "lc" / "fold_0")
+
+
+def test_onnxruntime_backend_matches_torch(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    for k in range(2):
+        config = ModelConfig.from_preset(PRESET, fold=k, mean=[100.0] * 3, std=[50.0] * 3)
+        save_fold(_model(k), config, tmp_path / f"fold_{k}")
+    images = _images(3)
+    torch_mean, torch_spread = load_stage(tmp_path).predict(images)
+    ort = load_stage(tmp_path, backend="onnxruntime")
+    assert ort.backend == "onnxruntime"
+    ort_mean, ort_spread = ort.predict(images)
+    torch.testing.assert_close(ort_mean, torch_mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ort_spread, torch_spread, atol=1e-5, rtol=0)
+    # Another input size falls back to PyTorch.
+    assert ort.predict(torch.rand(1, 1, 96, 96) * 255)[0].shape == (1, 16, 2)
+    with pytest.raises(ValueError, match="float32 only"):
+        load_stage(tmp_path, backend="onnxruntime", precision="bf16")

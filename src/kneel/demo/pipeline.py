@@ -35,12 +35,12 @@ class DemoSettings:
     Defaults fit the 10-minute budget on a 2-core CPU; raise the sizes and epochs for better models.
     """
 
-    train_images: int = 60
+    train_images: int = 50
     test_images: int = 12
     seed: int = 0
     folds: int = 5
-    lc_epochs: int = 8
-    hc_epochs: int = 8
+    lc_epochs: int = 24
+    hc_epochs: int = 15
     lc_config: str = "tiny_lc.yaml"
     hc_config: str = "tiny_hc.yaml"
     workers: int = 2

@@ -1,9 +1,9 @@
 """Resumable steps: each finished step leaves a stamp, so running the demo again reuses what is done.
 
-A stamp (``<out>/.steps/<name>.json``) records the step's parameters, the keys of the steps it depends on, its outputs
-and its timing. A step is skipped when its stamp exists, its key (a hash of parameters and upstream keys) matches
-and its outputs are still there; otherwise its output folder is cleared and it runs again, and so does everything
-downstream (their keys change with it).
+A stamp (``<out>/.steps/<name>.json``) records the step's parameters, the runs of the steps it depends on, its
+outputs and its timing. A step is skipped when its stamp exists, its key (a hash of its parameters and of the run ids
+of its upstream steps) matches and its outputs are still there; otherwise its output folder is cleared and it runs
+again with a new run id, so everything downstream runs again too.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class StepResult:
     info: dict[str, Any]
     seconds: float
     reused: bool
+    run_id: str = ""
 
 
 @dataclass
@@ -74,9 +75,9 @@ class StepRunner:
             fn: the work.
             outputs: files or folders that must exist for the stamp to count.
             clear: folders removed before the step runs again (stale partial outputs).
-            after: names of the steps this one depends on (their keys enter this key).
+            after: names of the steps this one depends on (their run ids enter this key).
         """
-        upstream = {dep: self.results[dep].key for dep in after}
+        upstream = {dep: self.results[dep].run_id for dep in after}
         blob = json.dumps({"params": params, "upstream": upstream}, sort_keys=True, default=str)
         key = hashlib.sha256(blob.encode()).hexdigest()[:16]
         index = len(self.results) + 1
@@ -87,7 +88,9 @@ class StepRunner:
             except (OSError, ValueError):
                 saved = {}
             if saved.get("key") == key and all(Path(p).exists() for p in outputs):
-                result = StepResult(name, key, saved.get("info", {}), float(saved.get("seconds", 0.0)), True)
+                result = StepResult(
+                    name, key, saved.get("info", {}), float(saved.get("seconds", 0.0)), True, saved.get("run_id", "")
+                )
                 self.results[name] = result
                 self._say(f"step {index}/{self.total} {title}: done before ({result.seconds:.0f}s then), reused")
                 return result
@@ -99,9 +102,18 @@ class StepRunner:
         t0 = time.perf_counter()
         info = fn() or {}
         seconds = time.perf_counter() - t0
-        record = {"name": name, "key": key, "params": params, "upstream": upstream, "info": info, "seconds": seconds}
+        run_id = f"{key}-{time.time_ns()}"
+        record = {
+            "name": name,
+            "key": key,
+            "run_id": run_id,
+            "params": params,
+            "upstream": upstream,
+            "info": info,
+            "seconds": seconds,
+        }
         atomic_write_text(stamp, json.dumps(record, indent=2, sort_keys=True, default=str))
-        result = StepResult(name, key, info, seconds, False)
+        result = StepResult(name, key, info, seconds, False, run_id)
         self.results[name] = result
         self._say(f"step {index}/{self.total} {title}: finished in {seconds:.1f}s")
         return result

@@ -144,6 +144,8 @@ def predict_files(
         collate_fn=_collate,
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=2 if workers and todo else None,
+        # spawn, not fork: a process that already ran torch/OpenCV thread pools can deadlock in a forked child.
+        multiprocessing_context="spawn" if workers and todo else None,
     )
     from tqdm import tqdm
 

@@ -9,10 +9,12 @@ The rule, in order:
 2. **Halves.** On a bilateral film, ``both`` predicts both knees whatever the halves show (the reference's
    behaviour), ``R``/``L`` predict only that knee, and ``auto`` predicts each knee that is *present*.
 3. **Presence (auto).** A knee is missing when its half has too little content — fewer than
-   :data:`MIN_CONTENT_FRACTION` of its pixels brighter than :data:`CONTENT_LEVEL` in the intensity-normalised
-   0-255 image (a leg is soft tissue and bone; an empty half is background) — or when the low-cost folds disagree on
-   its centre by more than ``max_lc_spread_mm`` (:data:`MAX_LC_SPREAD_MM`), or when the centre falls outside the
-   half. A missing knee gives a warning in the result, never an error.
+   :data:`MIN_CONTENT_FRACTION` of the pixels of its middle rows (25-75 % of the height) are tissue, i.e. brighter
+   than :data:`CONTENT_LEVEL` and below :data:`SATURATED_LEVEL` in the intensity-normalised 0-255 image (a leg is
+   soft tissue and bone; an empty half is background; collimation blades and markers are saturated) — or when the
+   low-cost folds disagree on its centre by more than ``max_lc_spread_mm`` (:data:`MAX_LC_SPREAD_MM`), or when the
+   centre falls outside the half. A missing knee gives a warning in the result, never an error. (On synthetic
+   films, empty halves measure 0-1 % tissue and occupied halves 23-67 %.)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "CONTENT_LEVEL",
     "MIN_CONTENT_FRACTION",
     "MAX_LC_SPREAD_MM",
+    "SATURATED_LEVEL",
     "PresenceRule",
     "plan_knees",
     "content_fraction",
@@ -39,6 +42,7 @@ SINGLE_KNEE_MAX_WIDTH_MM = 280.0
 CONTENT_LEVEL = 48
 MIN_CONTENT_FRACTION = 0.10
 MAX_LC_SPREAD_MM = 25.0
+SATURATED_LEVEL = 250
 
 
 class KneesMode(str, Enum):
@@ -116,9 +120,16 @@ def _parse_laterality(value: str | None) -> KneeSide | None:
         return None
 
 
-def content_fraction(image_u8: np.ndarray, x0: int, x1: int, level: int, step: int = 4) -> float:
-    """Fraction of pixels in columns ``[x0, x1)`` brighter than ``level`` (sampled every ``step`` pixels)."""
-    region = image_u8[::step, max(x0, 0) : max(x1, x0 + 1) : step]
+def content_fraction(
+    image_u8: np.ndarray, x0: int, x1: int, level: int, saturated: int = SATURATED_LEVEL, step: int = 4
+) -> float:
+    """Fraction of tissue pixels in columns ``[x0, x1)`` of the middle half of the rows (25-75 % of the height).
+
+    A tissue pixel is brighter than ``level`` but below ``saturated``: collimation blades and burnt-in markers sit
+    at the top of the normalised range and would make an empty half look full. Sampled every ``step`` pixels.
+    """
+    h = image_u8.shape[0]
+    region = image_u8[h // 4 : max(3 * h // 4, h // 4 + 1) : step, max(x0, 0) : max(x1, x0 + 1) : step]
     if region.size == 0:
         return 0.0
-    return float(np.count_nonzero(region > level)) / float(region.size)
+    return float(np.count_nonzero((region > level) & (region < saturated))) / float(region.size)

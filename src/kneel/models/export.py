@@ -23,7 +23,7 @@ from torch import nn
 from kneel.errors import ModelError
 from kneel.models.weights import CONFIG_NAME, ModelConfig, _write_bytes, fold_dirs, load_fold
 
-__all__ = ["Exporter", "export_onnx", "export_model_onnx", "onnx_session", "resolve_fold_dir"]
+__all__ = ["Exporter", "export_onnx", "export_model_onnx", "onnx_model_bytes", "onnx_session", "resolve_fold_dir"]
 
 Exporter = Literal["auto", "dynamo", "torchscript"]
 INPUT_NAME = "image"
@@ -107,9 +107,8 @@ def onnx_session(path_or_bytes: str | os.PathLike[str] | bytes, threads: int | N
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def export_model_onnx(
+def onnx_model_bytes(
     model: nn.Module,
-    out: str | os.PathLike[str],
     *,
     input_size: int,
     config: ModelConfig | None = None,
@@ -117,12 +116,12 @@ def export_model_onnx(
     opset: int | None = None,
     check: bool = True,
     atol: float = 1e-4,
-) -> Path:
-    """Export ``model`` to ``out`` (atomic write); optionally check ONNX Runtime against PyTorch on random input.
+) -> bytes:
+    """The serialised ONNX model of ``model``; optionally checked with ONNX Runtime against PyTorch.
 
     Args:
-        model: the network (exported in eval mode; not modified).
-        out: destination ``.onnx`` file.
+        model: the network (exported in eval mode; not modified). Not an inference-optimised copy: its fused
+            oneDNN convolutions have no ONNX equivalent.
         input_size: side of the square example input (the batch dimension is dynamic).
         config: model configuration stored as ``kneel_config`` metadata (mean/std, geometry).
         exporter: ``"auto"``, ``"dynamo"`` or ``"torchscript"``.
@@ -142,15 +141,8 @@ def export_model_onnx(
             entry = proto.metadata_props.add()
             entry.key, entry.value = "kneel_config", config.to_json()
         entry = proto.metadata_props.add()
-        entry.key, entry.value = (
-            "kneel_io",
-            json.dumps(
-                {
-                    "input": f"{INPUT_NAME}: (B, 3, H, W) float32, (x - mean) / std",
-                    "output": f"{OUTPUT_NAME}: (B, K, 2)",
-                }
-            ),
-        )
+        io_doc = {"input": f"{INPUT_NAME}: (B, 3, H, W) float32, (x - mean) / std", "output": f"{OUTPUT_NAME}: (B,K,2)"}
+        entry.key, entry.value = "kneel_io", json.dumps(io_doc)
         data = proto.SerializeToString()
         if check:
             with torch.no_grad():
@@ -158,9 +150,30 @@ def export_model_onnx(
             got = onnx_session(data).run(None, {INPUT_NAME: example.numpy()})[0]
             err = float(np.abs(got - expected).max())
             if not np.isfinite(err) or err > atol:
-                raise ModelError(f"ONNX Runtime differs from PyTorch by {err:.3g} (> {atol})", out)
+                raise ModelError(f"ONNX Runtime differs from PyTorch by {err:.3g} (> {atol})")
     finally:
         model.train(was_training)
+    return data
+
+
+def export_model_onnx(
+    model: nn.Module,
+    out: str | os.PathLike[str],
+    *,
+    input_size: int,
+    config: ModelConfig | None = None,
+    exporter: Exporter = "auto",
+    opset: int | None = None,
+    check: bool = True,
+    atol: float = 1e-4,
+) -> Path:
+    """Export ``model`` to the file ``out`` (atomic write); arguments as :func:`onnx_model_bytes`."""
+    try:
+        data = onnx_model_bytes(
+            model, input_size=input_size, config=config, exporter=exporter, opset=opset, check=check, atol=atol
+        )
+    except ModelError as exc:
+        raise ModelError(exc.reason, out) from exc
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_bytes(path, data)

@@ -24,7 +24,7 @@ from kneel.models._registry import get_preset, list_presets
 from kneel.models.hourglass import HourglassNet
 
 if TYPE_CHECKING:
-    from kneel.models.ensemble import FoldEnsemble, Precision
+    from kneel.models.ensemble import Backend, FoldEnsemble, Precision
 
 __all__ = [
     "ModelConfig",
@@ -279,6 +279,7 @@ def load_stage(
     precision: Precision = "fp32",
     optimize: bool = True,
     chunk_size: int | None = None,
+    backend: Backend = "torch",
 ) -> FoldEnsemble:
     """All folds of one stage (``MODEL/lc`` or ``MODEL/hc``) as a :class:`FoldEnsemble` ready for inference.
 
@@ -288,10 +289,14 @@ def load_stage(
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
         optimize: fold BatchNorm into the convolutions, channels-last, fused convolutions (same numbers, faster).
         chunk_size: images per forward call (see :class:`FoldEnsemble`).
+        backend: ``"torch"`` or ``"onnxruntime"`` (see :class:`FoldEnsemble`).
     """
     from kneel.models.ensemble import FoldEnsemble
 
     loaded = [load_fold(d, "cpu") for d in fold_dirs(stage_dir)]
     models = [m for m, _ in loaded]
     configs = [c for _, c in loaded]
-    return FoldEnsemble(models, configs, precision=precision, optimize=optimize, chunk_size=chunk_size).to(device)
+    ensemble = FoldEnsemble(
+        models, configs, precision=precision, optimize=optimize, chunk_size=chunk_size, backend=backend
+    )
+    return ensemble.to(device)
