@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from kneel.models._registry import Preset, create_model, get_preset, list_presets
 from kneel.models.blocks import HourglassResidual, MultiScaleResidual, SqueezeExcitation
-from kneel.models.ensemble import FoldEnsemble
+from kneel.models.ensemble import Backend, FoldEnsemble
 from kneel.models.hourglass import Hourglass, HourglassNet, SoftArgmax2D, heatmap_size
 from kneel.models.inference import Precision, autocast, fold_batchnorm, optimize_for_inference
 from kneel.models.weights import (
@@ -45,6 +45,7 @@ __all__ = [
     "load_pretrained",
     "fold_dirs",
     "FoldEnsemble",
+    "Backend",
     "Precision",
     "optimize_for_inference",
     "fold_batchnorm",
