@@ -1,9 +1,10 @@
 """End-to-end inference speed: radiographs/s, share of time outside the network, memory, bf16 vs fp32, start-up.
 
-Runs the real batch engine (``kneel.inference.predict_files``: DataLoader worker reading DICOMs, whole-image
-normalisation, one warp per network input, ROIs batched) with the paper presets (``kneel_lc``/``kneel_hc`` at 450 px,
-5 folds per stage; weights from the parity fixtures, perturbed per fold, or random) on synthetic films
-(``kneel.synth``, ~0.15 mm, ~2500 x 2800 px). Reports, per configuration (fp32/bf16, with/without refine):
+Runs the real batch engine (``kneel.inference.predict_files``: a DataLoader worker reading the next DICOM,
+whole-image normalisation, one warp per network input; one radiograph = 2 inputs per forward pass) with the paper
+presets (``kneel_lc``/``kneel_hc`` at 450 px, 5 folds per stage; weights from the parity fixtures, perturbed per fold,
+or random) on synthetic films (``kneel.synth``, ~0.15 mm, ~2500 x 2800 px). Reports, per configuration (fp32/bf16,
+with/without refine):
 
 * seconds per bilateral radiograph end to end and radiographs/s;
 * the network's share (time inside ``FoldEnsemble.predict``) and the rest (reading, normalising, warping, writing);
@@ -81,7 +82,7 @@ def make_films(root: Path, n: int) -> list[Path]:
     except ImportError:
         pass
     sys.path.insert(0, str(ROOT / "tests" / "inference"))
-    from helpers import knee_film, write_dicom
+    from inference_helpers import knee_film, write_dicom
 
     from kneel.landmarks import KneeSide
 
@@ -120,7 +121,7 @@ def _predictor(model_dir: Path, precision: str, refine: bool) -> tuple[Any, Time
 
     lc = TimedEnsemble(load_stage(model_dir / "lc", precision=precision))
     hc = TimedEnsemble(load_stage(model_dir / "hc", precision=precision))
-    return Predictor.from_ensembles(lc, hc, refine=refine, knees="both", batch_size=8), lc, hc
+    return Predictor.from_ensembles(lc, hc, refine=refine, knees="both", batch_size=2), lc, hc
 
 
 def _floor_ms_per_input(ensemble: Any, repeats: int) -> float:
@@ -185,7 +186,7 @@ def startup_seconds(model_dir: Path) -> float:
 def memory_growth(work: Path, counts: tuple[int, int]) -> dict[int, float]:
     """Peak RSS (MB, main process + workers) of ``kneel predict`` on ``n`` copies of a film, tiny models."""
     sys.path.insert(0, str(ROOT / "tests" / "inference"))
-    from helpers import knee_film, make_model_dir, write_dicom
+    from inference_helpers import knee_film, make_model_dir, write_dicom
 
     model = make_model_dir(work / "tiny_model")
     film = write_dicom(work / "mem_film.dcm", knee_film((2800, 2500), (0.15, 0.15),

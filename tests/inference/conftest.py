@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import knee_film, make_model_dir, write_dicom  # noqa: E402
+from inference_helpers import knee_film, make_model_dir, write_dicom  # noqa: E402
 
 from kneel.landmarks import KneeSide  # noqa: E402
 

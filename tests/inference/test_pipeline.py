@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import CentroidEnsemble, blob_film, write_dicom
+from inference_helpers import CentroidEnsemble, blob_film, write_dicom
 
 from kneel.inference import KneePrediction, Predictor, RadiographPrediction
 from kneel.io import RadiographError

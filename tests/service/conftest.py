@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
 
-from helpers import knee_film, make_model_dir, write_dicom  # noqa: E402
+from inference_helpers import knee_film, make_model_dir, write_dicom  # noqa: E402
 
 from kneel.landmarks import KneeSide  # noqa: E402
 

@@ -1,23 +1,24 @@
-"""Fixtures of the training tests: one tiny prepared-data folder per session."""
+"""Fixtures of the training tests: one small synthetic cohort, prepared once per session."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from synthetic_data import make_prepared_data  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="session")
 def prepared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``DATA/{lc,hc}`` + ``folds.csv`` in the layout of ``kneel prepare``: 8 subjects (16 knees), 4 folds."""
-    return make_prepared_data(tmp_path_factory.mktemp("data"), n_subjects=8, n_folds=4, seed=1)
+    """``kneel synth`` (8 OAI-layout films) then ``kneel prepare`` (4 folds): ``DATA/{lc,hc}`` + ``folds.csv``."""
+    from kneel.data.prepare import prepare_datasets
+    from kneel.synth.cohort import generate_cohort
+
+    root = tmp_path_factory.mktemp("cohort")
+    generate_cohort(root / "films", 8, seed=5, layout="oai", workers=1, progress=False)
+    prepare_datasets(root / "films" / "annotations.csv", root / "data", oai=root / "films", folds=4, progress=False)
+    return root / "data"
 
 
 @pytest.fixture(scope="session")

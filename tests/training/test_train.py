@@ -125,10 +125,12 @@ def test_prediction_mapping_is_the_exact_inverse(prepared_data: Path, stage: str
 
 
 def test_training_is_deterministic(prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]) -> None:
+    """Two runs give identical metrics and weights, also with loader workers (items depend on seed, epoch, index)."""
     overrides = [*fast, "epochs=2", "mixup=two_pass", "augment.cutout_p=0.5"]
     a = train(tiny_lc, prepared_data, tmp_path / "a", overrides=overrides, folds=[0], progress=False)
-    train(tiny_lc, prepared_data, tmp_path / "b", overrides=overrides, folds=[0], progress=False)
+    train(tiny_lc, prepared_data, tmp_path / "b", overrides=[*overrides, "num_workers=2"], folds=[0], progress=False)
     assert len(a.folds[0].history) == 2
+    assert a.folds[0].history[0]["train_loss"] != a.folds[0].history[1]["train_loss"]
     assert _metrics_without_time(tmp_path / "a/lc/fold_0/metrics.csv") == _metrics_without_time(
         tmp_path / "b/lc/fold_0/metrics.csv"
     )
@@ -157,3 +159,33 @@ def test_bad_settings_are_config_errors(
 def test_resolved_config_records_the_run(trained: Path) -> None:
     cfg = json.loads((trained / "hc" / "fold_0" / "config.json").read_text())
     assert cfg["extra"]["experiment"] == "tiny_hc" and cfg["extra"]["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        ["ema_decay=0.9", "optimizer=adamw", "weight_decay=1e-4", "schedule=step", "lr_milestones=[1]"],
+        ["swa=true", "swa_start=1", "swa_freq=1", "loss=robust", "mixup=standard"],
+    ],
+    ids=["ema-adamw-step", "swa-robust-standard-mixup"],
+)
+def test_optional_switches_train(
+    prepared_data: Path, tmp_path: Path, tiny_hc: Path, fast: list[str], switches: list[str]
+) -> None:
+    overrides = [*fast, "epochs=2", "init_from=null", *switches]
+    result = train(tiny_hc, prepared_data, tmp_path, overrides=overrides, folds=[0], progress=False)
+    history = result.folds[0].history
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all(np.isfinite(r["val_loss"]) for r in history)
+    if "schedule=step" in switches:
+        assert [r["lr"] for r in history] == pytest.approx([3e-3, 3e-4])
+    if "swa=true" in switches:
+        assert history[-1]["lr"] == pytest.approx(5e-4)
+    state = torch.load(tmp_path / "hc" / "fold_0" / "last.pt", weights_only=True)
+    if "ema_decay=0.9" in switches:
+        assert state["ema"] is not None and any(
+            not torch.equal(state["ema"][k], state["model"][k]) for k in state["ema"]
+        )
+    if "swa=true" in switches:
+        assert state["swa"]["n_averaged"] > 1
+        assert "latent_alpha" in state["criterion"]  # the robust loss's parameters are trained and resumable

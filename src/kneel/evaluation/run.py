@@ -182,27 +182,23 @@ class _Images:
 
 
 def _errors_frame(knees: MatchedKnees) -> pd.DataFrame:
-    rows = []
-    for i, (file, side) in enumerate(zip(knees.files, knees.sides, strict=True)):
-        for k in knees.evaluated_landmarks:
-            if np.isnan(knees.true[i, k, 0]):
-                continue
-            rows.append(
-                {
-                    "file": file,
-                    "side": side,
-                    "landmark": k,
-                    "kl": knees.kl[i],
-                    "x_true": knees.true[i, k, 0],
-                    "y_true": knees.true[i, k, 1],
-                    "x_pred": knees.pred[i, k, 0],
-                    "y_pred": knees.pred[i, k, 1],
-                    "row_mm": knees.spacing[i, 0],
-                    "col_mm": knees.spacing[i, 1],
-                    "error_mm": knees.errors[i, k],
-                }
-            )
-    return pd.DataFrame(rows)
+    """Every ground-truth landmark of every knee: truth, prediction (NaN if missing), spacing and error."""
+    knee_idx, lm = np.nonzero(~np.isnan(knees.true[:, :, 0]))
+    return pd.DataFrame(
+        {
+            "file": np.asarray(knees.files, dtype=object)[knee_idx],
+            "side": np.asarray(knees.sides, dtype=object)[knee_idx],
+            "landmark": lm,
+            "kl": knees.kl[knee_idx],
+            "x_true": knees.true[knee_idx, lm, 0],
+            "y_true": knees.true[knee_idx, lm, 1],
+            "x_pred": knees.pred[knee_idx, lm, 0],
+            "y_pred": knees.pred[knee_idx, lm, 1],
+            "row_mm": knees.spacing[knee_idx, 0],
+            "col_mm": knees.spacing[knee_idx, 1],
+            "error_mm": knees.errors[knee_idx, lm],
+        }
+    )
 
 
 def evaluate(

@@ -136,16 +136,18 @@ def predict_files(
     skipped = len(files) - len(todo)
     workers = default_workers() if workers is None else max(0, int(workers))
     images_per_batch = max(1, predictor.batch_size // 2)
+    if len(todo) <= images_per_batch:
+        workers = 0  # one batch: starting a reader process would only add its start-up time
     loader = DataLoader(
         PreparingDataset(todo, predictor.preparer),
         batch_size=images_per_batch,
         shuffle=False,
-        num_workers=workers if todo else 0,
+        num_workers=workers,
         collate_fn=_collate,
         worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=2 if workers and todo else None,
+        prefetch_factor=2 if workers else None,
         # spawn, not fork: a process that already ran torch/OpenCV thread pools can deadlock in a forked child.
-        multiprocessing_context="spawn" if workers and todo else None,
+        multiprocessing_context="spawn" if workers else None,
     )
     from tqdm import tqdm
 

@@ -181,6 +181,12 @@ class _HcJob:
     spread: np.ndarray | None = None
 
 
+def _refined_centre(job: _HcJob) -> np.ndarray:
+    """The predicted tibial landmark 4 (the ROI centre of the training construction); the old centre if not finite."""
+    t4 = np.asarray(job.result, dtype=np.float64)[CENTRE_LANDMARK]
+    return t4.copy() if np.all(np.isfinite(t4)) else np.asarray(job.centre, dtype=np.float64)
+
+
 class Predictor:
     """Landmarks for whole radiographs from a model directory ``MODEL/{lc,hc}/fold_<k>/``.
 
@@ -362,7 +368,7 @@ class Predictor:
         jobs = [_HcJob(i, side, centre) for (i, side), (centre, _) in lc_found.items()]
         self._hc_pass(items, jobs)
         if self.refine and jobs:
-            refined = [_HcJob(j.item, j.side, np.asarray(j.result)[CENTRE_LANDMARK].copy()) for j in jobs]
+            refined = [_HcJob(j.item, j.side, _refined_centre(j)) for j in jobs]
             self._hc_pass(items, refined)
             jobs = refined
         knees: list[dict[KneeSide, KneePrediction]] = [{} for _ in items]
@@ -412,7 +418,7 @@ class Predictor:
             return None
         rule = self.preparer.presence
         if job.content < rule.min_content_fraction:
-            return f"its half of the film is empty ({job.content:.1%} of pixels above {rule.content_level})"
+            return f"its half of the film is empty ({job.content:.1%} tissue pixels in its middle rows)"
         if spread_mm > rule.max_lc_spread_mm:
             return f"the low-cost folds disagree by {spread_mm:.0f} mm (> {rule.max_lc_spread_mm:g} mm)"
         h, w = item.shape

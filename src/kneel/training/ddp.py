@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "init_distributed", "resolve_device"]
+__all__ = ["DistributedContext", "init_distributed", "resolve_device", "maybe_no_sync"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Each config trains into ``OUT/<config stem>/`` (a model folder with its ``lc/`` or ``hc/`` stage) and logs to
 ``OUT/<config stem>/train.log``. Low-cost experiments run first; a high-cost config with ``init_from: auto`` is
 initialised from the low-cost experiment of the same grid (the first one, or the one named by ``init_from``) and
-waits for it. Without GPUs the experiments run in turn on the CPU. One failing experiment does not stop the others.
+waits for it. Without ``--gpus`` the experiments run one at a time on the default device (CUDA when available, else
+the CPU). One failing experiment does not stop the others.
 """
 
 from __future__ import annotations
@@ -77,9 +78,9 @@ def plan_experiments(configs: Sequence[str | Path], out: str | Path) -> list[Exp
     return sorted(experiments, key=lambda e: e.stage != "lc")
 
 
-def _command(exp: Experiment, data: Path, device: str, overrides: Sequence[str]) -> list[str]:
+def _command(exp: Experiment, data: Path, device: str | None, overrides: Sequence[str]) -> list[str]:
     cmd = [sys.executable, "-m", "kneel", "train", "--config", str(exp.config_path), "--data", str(data)]
-    cmd += ["--out", str(exp.out), "--device", device, "--no-progress"]
+    cmd += ["--out", str(exp.out), "--no-progress"] + (["--device", device] if device else [])
     if exp.init_from is not None:
         cmd += ["--init-from", str(exp.init_from)]
     return cmd + list(overrides)
@@ -107,7 +108,7 @@ def run_experiments(
     pending = list(plan)
     running: dict[str, tuple[subprocess.Popen, Experiment, float, object]] = {}  # slot -> process
     outcomes: dict[str, ExperimentOutcome] = {}
-    print(f"{len(plan)} experiment(s) on {'GPU ' + ','.join(slots) if gpus else 'CPU'} -> {out}", flush=True)
+    print(f"{len(plan)} experiment(s) {'on GPUs ' + ','.join(slots) if gpus else 'in turn'} -> {out}", flush=True)
     while pending or running:
         for slot, (proc, exp, started, handle) in list(running.items()):
             if proc.poll() is None:
@@ -135,14 +136,14 @@ def run_experiments(
             env = dict(os.environ)
             if slot is not None:
                 env["CUDA_VISIBLE_DEVICES"] = slot
-            device = "cuda" if slot is not None else "cpu"
+            device = "cuda" if slot is not None else None  # no --gpus: the default device, one run at a time
             ready.out.mkdir(parents=True, exist_ok=True)
             handle = open(ready.out / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when it ends
             proc = subprocess.Popen(
                 _command(ready, data, device, overrides), stdout=handle, stderr=subprocess.STDOUT, env=env
             )
             running[str(slot)] = (proc, ready, time.perf_counter(), handle)
-            print(f"[{ready.name}] started on {'GPU ' + slot if slot is not None else 'CPU'}", flush=True)
+            print(f"[{ready.name}] started" + (f" on GPU {slot}" if slot is not None else ""), flush=True)
         if running:
             time.sleep(poll_s)
         elif pending and not any(e.depends_on is None or e.depends_on in outcomes for e in pending):

@@ -96,8 +96,8 @@ class Geometry:
 
     input_size: int
     pad: int
-    scale: float  # prepared spacing / input spacing, or None-equivalent 0 when input_spacing_mm is given
-    input_spacing_mm: float | None
+    scale: float  # resampling factor of the prepared image (input_size / 450: the paper's field of view)
+    input_spacing_mm: float | None  # explicit mm per input pixel (takes precedence over scale)
 
 
 def resolve_geometry(config: TrainConfig) -> Geometry:
@@ -142,6 +142,15 @@ def _worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def _workers(config: TrainConfig) -> int:
+    """Loader workers: the config's, at most the CPUs this process may use (results do not depend on it)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return min(config.num_workers, cpus)
 
 
 def _set_determinism(config: TrainConfig, device: torch.device) -> None:
@@ -464,7 +473,7 @@ def _train_fold(
             dataset(train_subjects, None),
             max_images=config.norm_max_images,
             batch_size=config.val_batch_size,
-            num_workers=config.num_workers,
+            num_workers=_workers(config),
             ctx=ctx,
         )
 
@@ -505,7 +514,7 @@ def _train_fold(
         enabled=ctx.is_main,
         purge_step=start_epoch + 1 if state is not None else None,
     )
-    val_loader = DataLoader(val_ds, batch_size=config.val_batch_size, shuffle=False, num_workers=config.num_workers)
+    val_loader = DataLoader(val_ds, batch_size=config.val_batch_size, shuffle=False, num_workers=_workers(config))
     pin = ctx.device.type == "cuda"
     try:
         for epoch in range(start_epoch, config.epochs):
@@ -526,7 +535,7 @@ def _train_fold(
                 train_ds,
                 batch_size=config.batch_size,
                 sampler=sampler,
-                num_workers=config.num_workers,
+                num_workers=_workers(config),
                 drop_last=config.drop_last,
                 pin_memory=pin,
                 worker_init_fn=_worker_init,
