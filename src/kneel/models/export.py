@@ -8,9 +8,11 @@ and the legacy TorchScript one (``"torchscript"``); ``"auto"`` takes the first w
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -62,7 +64,12 @@ def _export_bytes(model: nn.Module, example: torch.Tensor, exporter: str, opset:
     if exporter == "dynamo":
         if importlib.util.find_spec("onnxscript") is None:
             raise ModelError("the dynamo ONNX exporter needs onnxscript: pip install 'kneel[onnx]'")
-        with warnings.catch_warnings():
+        # The exporter logs one warning per torchvision operator it cannot register; kneel uses none of them.
+        quiet = logging.getLogger("torch.onnx")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+            stack.callback(quiet.setLevel, level)
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,
