@@ -1,10 +1,10 @@
 """End-to-end inference speed: radiographs/s, share of time outside the network, memory, bf16 vs fp32, start-up.
 
-Runs the real batch engine (``kneel.inference.predict_files``: a DataLoader worker reading the next DICOM,
-whole-image normalisation, one warp per network input; one radiograph = 2 inputs per forward pass) with the paper
+Runs each film through the real batch engine (``kneel.inference.predict_files``: reading, whole-image
+normalisation, one warp per network input, writing; one radiograph = 2 inputs per forward pass) with the paper
 presets (``kneel_lc``/``kneel_hc`` at 450 px, 5 folds per stage; weights from the parity fixtures, perturbed per fold,
-or random) on synthetic films (``kneel.synth``, ~0.15 mm, ~2500 x 2800 px). Reports, per configuration (fp32/bf16,
-with/without refine):
+or random) on synthetic films (``kneel.synth``, ~0.15 mm, ~2500 x 2800 px). Configurations are interleaved film by
+film, so that a noisy machine slows all of them alike. Reports, per configuration (fp32/bf16, with/without refine):
 
 * seconds per bilateral radiograph end to end and radiographs/s;
 * the network's share (time inside ``FoldEnsemble.predict``) and the rest (reading, normalising, warping, writing);
@@ -124,16 +124,12 @@ def _predictor(model_dir: Path, precision: str, refine: bool) -> tuple[Any, Time
     return Predictor.from_ensembles(lc, hc, refine=refine, knees="both", batch_size=2), lc, hc
 
 
-def _floor_ms_per_input(ensemble: Any, repeats: int) -> float:
+def _floor_ms_per_input(ensemble: Any) -> float:
     """Isolated forward time of the whole ensemble per 450x450 input (batch of 2, as one radiograph's 2 knees)."""
-    x = torch.rand(2, 1, 450, 450) * 255
+    x = torch.rand(2, 1, 450, 450, generator=torch.Generator().manual_seed(0)) * 255
+    start = time.perf_counter()
     ensemble.predict(x)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        ensemble.predict(x)
-        best = min(best, time.perf_counter() - start)
-    return best / 2 * 1000
+    return (time.perf_counter() - start) / 2 * 1000
 
 
 def _landmarks(out: Path) -> dict[tuple[str, str], np.ndarray]:
@@ -146,31 +142,47 @@ def _landmarks(out: Path) -> dict[tuple[str, str], np.ndarray]:
     return result
 
 
-def run_config(model_dir: Path, films: list[Path], precision: str, refine: bool, work: Path) -> dict[str, Any]:
+def run_interleaved(
+    model_dir: Path, films: list[Path], configs: list[tuple[str, bool]], work: Path
+) -> list[dict[str, Any]]:
+    """Time every configuration on every film, interleaved (film 1: all configs, film 2: all configs, ...), so that
+    a noisy machine slows all of them alike; the network floor is re-measured in every round too."""
     from kneel.inference import predict_files
 
-    predictor, lc, hc = _predictor(model_dir, precision, refine)
-    predict_files(films[:1], predictor, work / f"warm_{precision}_{refine}", workers=0, progress=False)  # warm-up
-    lc.seconds = hc.seconds = 0.0
-    out = work / f"run_{precision}_{refine}"
-    start = time.perf_counter()
-    summary = predict_files(films, predictor, out, workers=1, progress=False)
-    total = time.perf_counter() - start
-    assert summary.done == len(films) and summary.failed == 0, summary
-    net = lc.seconds + hc.seconds
-    passes = 2 + 2 * (2 if refine else 1)  # network inputs per bilateral radiograph (each through all folds)
-    return {
-        "precision": precision,
-        "refine": refine,
-        "s_per_radiograph": total / len(films),
-        "radiographs_per_s": len(films) / total,
-        "network_s_per_radiograph": net / len(films),
-        "outside_network_share": 1 - net / total,
-        "inputs_per_radiograph": passes,
-        "landmarks_mm": _landmarks(out),
-        "lc": lc,
-        "hc": hc,
-    }
+    runs = []
+    for precision, refine in configs:
+        predictor, lc, hc = _predictor(model_dir, precision, refine)
+        predict_files(films[:1], predictor, work / f"warm_{precision}_{refine}", workers=0, progress=False)
+        lc.seconds = hc.seconds = 0.0
+        runs.append({"precision": precision, "refine": refine, "predictor": predictor, "lc": lc, "hc": hc,
+                     "total": 0.0, "floor": 0.0, "out": work / f"run_{precision}_{refine}"})  # fmt: skip
+    for film in films:
+        per_input: dict[str, tuple[float, float]] = {}
+        for r in runs:
+            start = time.perf_counter()
+            summary = predict_files([film], r["predictor"], r["out"], workers=0, progress=False)
+            r["total"] += time.perf_counter() - start
+            assert summary.failed == 0, summary
+            if r["precision"] not in per_input:  # network floor of this precision, measured in the same round
+                per_input[r["precision"]] = (_floor_ms_per_input(r["lc"].inner), _floor_ms_per_input(r["hc"].inner))
+            lc_ms, hc_ms = per_input[r["precision"]]
+            passes = 2 + 2 * (2 if r["refine"] else 1)  # network inputs per bilateral radiograph (all folds each)
+            r["floor"] += (lc_ms * 2 + hc_ms * (passes - 2)) / 1000
+    results = []
+    for r in runs:
+        n = len(films)
+        net = r["lc"].seconds + r["hc"].seconds
+        results.append({
+            "precision": r["precision"],
+            "refine": r["refine"],
+            "s_per_radiograph": r["total"] / n,
+            "radiographs_per_s": n / r["total"],
+            "network_s_per_radiograph": net / n,
+            "outside_network_share": 1 - net / r["total"],
+            "floor_s_per_radiograph": r["floor"] / n,
+            "landmarks_mm": _landmarks(r["out"]),
+        })  # fmt: skip
+    return results
 
 
 def startup_seconds(model_dir: Path) -> float:
@@ -267,15 +279,7 @@ def main() -> int:
               f"torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
         configs = [("fp32", True), ("bf16", True)] if args.quick else [
             ("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)]  # fmt: skip
-        results = []
-        for precision, refine in configs:
-            r = run_config(model_dir, films, precision, refine, work)
-            floor_ms = _floor_ms_per_input(r["lc"].inner, 1 if args.quick else 2) * 2 + _floor_ms_per_input(
-                r["hc"].inner, 1 if args.quick else 2
-            ) * (r["inputs_per_radiograph"] - 2)
-            r["floor_s_per_radiograph"] = floor_ms / 1000
-            results.append(r)
-            print(f"  {precision} refine={refine}: {r['s_per_radiograph']:.2f} s/radiograph", flush=True)
+        results = run_interleaved(model_dir, films, configs, work)
         fp32 = {r["refine"]: r for r in results if r["precision"] == "fp32"}
         print("\n| precision | refine | s/radiograph | radiographs/s | network s | outside network | floor s "
               "| vs floor | vs reference 7.3 s |")  # fmt: skip

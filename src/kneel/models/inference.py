@@ -122,6 +122,7 @@ class FusedConv2d(nn.Module):
             raise ValueError("only explicit zero padding can be fused")
         self.relu = relu
         self.fuses_residual = residual
+        self.use_onednn = fusion_available()  # a plain attribute: torch.compile sees a constant
         self._cast: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _params(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +139,7 @@ class FusedConv2d(nn.Module):
         dtype = x.dtype
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
-        if x.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and fusion_available():
+        if x.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16) and self.use_onednn:
             x = x.to(dtype)
             w, b = self._params(dtype)
             args = (self.padding, self.stride, self.dilation, self.groups)
