@@ -171,3 +171,20 @@ def test_evaluate_cli_and_cv(tmp_path: Path, capsys):
         ]
     )
     assert rc == 1
+
+
+def test_kl_table_overrides_ground_truth_grades(tmp_path: Path):
+    gt = _gt(2)
+    gt_path, pred_path, kl_path = tmp_path / "gt.csv", tmp_path / "pred.csv", tmp_path / "kl.csv"
+    gt.drop(columns=["kl"]).to_csv(gt_path, index=False)
+    _pred(gt, 5.0).to_csv(pred_path, index=False)
+    pd.DataFrame({"file": ["img_0.png", "img_0.png", "img_1.png"], "side": ["R", "L", "R"], "kl": [3, 4, 1]}).to_csv(
+        kl_path, index=False
+    )
+    report = evaluate(pred_path, gt_path, out=tmp_path / "out", kl=kl_path, examples=False)
+    knees = report.sets[0]
+    assert np.array_equal(knees.kl, [3, 4, 1, np.nan], equal_nan=True)
+    subsets = set(report.summary["subset"])
+    assert {"KL1", "KL3", "KL4", "no-OA (KL<2)", "OA (KL>=2)"} <= subsets
+    oa = report.summary[(report.summary["subset"] == "OA (KL>=2)") & (report.summary["grouping"] == "cv")].iloc[0]
+    assert oa["knees"] == 2

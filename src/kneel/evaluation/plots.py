@@ -86,7 +86,7 @@ def plot_landmark_boxes(sets: Sequence[MatchedKnees], path: str | os.PathLike[st
     path = Path(path)
     landmarks = sorted(set().union(*(k.evaluated_landmarks for k in sets)))
     width = 0.8 / len(sets)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(landmarks) * max(1, len(sets)) + 2), 4.0))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.3 * len(landmarks) * len(sets) + 2)), 4.0))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, knees in enumerate(sets):
         data = [knees.errors[:, k][~np.isnan(knees.errors[:, k])] for k in landmarks]
@@ -104,6 +104,9 @@ def plot_landmark_boxes(sets: Sequence[MatchedKnees], path: str | os.PathLike[st
             manage_ticks=False,
         )
         ax.plot([], [], color=colour, linewidth=6, alpha=0.45, label=knees.name)
+    values = np.concatenate([k.errors[~np.isnan(k.errors)] for k in sets] or [np.zeros(1)])
+    if values.size and np.median(values) > 0 and values.max() / np.median(values) > 20:
+        ax.set_yscale("log")  # one set far worse than another: keep the good ones readable
     ax.set_xticks(np.arange(len(landmarks)))
     ax.set_xticklabels([LANDMARKS[k].name for k in landmarks])
     ax.set_ylabel("error (mm)")
