@@ -35,7 +35,11 @@ def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
         assert all(0.0 <= numbers[f"recall_{t}mm"] <= 100.0 for t in ("1", "1.5", "2", "2.5")), name
     summary = pd.read_csv(tmp_path / "demo" / "evaluation" / "test" / "summary.csv")
     assert set(summary["set"]) == {"exact geometry", "reference geometry", "no-learning baseline"}
-    assert summary["mean_mm"].notna().all()
+    # One-epoch toy models may leave a knee undetected (the low-cost folds disagree): such a knee is reported as
+    # missing, and a row of only missing knees has no errors. Every row with a predicted knee has numbers.
+    predicted = summary[summary["knees"] > summary["knees_missing"]]
+    assert len(predicted) > 0
+    assert predicted["mean_mm"].notna().all()
     assert "step 11/11" in log.getvalue()
 
     # second run: every step but the report is reused

@@ -134,9 +134,11 @@ class LandmarkDataset(Dataset):
         r = self._rows[index]
         w, h = int(r["width"]), int(r["height"])
         if self.stage == "lc":
+            # The reference's inference split (R = [0, W//2 + W%2), L = [W//2, W//2 + W//2)), which kneel's
+            # inference uses too, so a knee is framed identically in training and in prediction.
             if r["side"] == "R":
-                return Affine.identity(), (0, 0, w // 2, h)
-            return Affine.translation(-(w // 2), 0), (w // 2, 0, w - w // 2, h)
+                return Affine.identity(), (0, 0, w // 2 + w % 2, h)
+            return Affine.translation(-(w // 2), 0), (w // 2, 0, w // 2, h)
         return Affine.identity(), (0, 0, w, h)
 
     def _to_scaled(self, index: int) -> tuple[Affine, tuple[int, int]]:

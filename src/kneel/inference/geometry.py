@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kneel.data.transforms import rescale
 from kneel.geometry import Affine, antialias_sigma, resample_transform, roi_transform, warp
+from kneel.io.annotations import HC_SPACING, LC_SPACING
 from kneel.landmarks import KneeSide
 
 __all__ = [
@@ -112,21 +114,31 @@ def half_extent(width: int, side: KneeSide | None) -> tuple[int, int]:
     return width // 2, width // 2
 
 
+def _lc_stage_frame(
+    shape_hw: tuple[int, int], spacing: Sequence[float], side: KneeSide | None, geom: StageGeometry
+) -> tuple[Affine, tuple[int, int]]:
+    """Original pixels -> the knee's half image at the stage spacing, and its size ``(h, w)``.
+
+    The chain is the one training data takes (``kneel prepare`` then ``LandmarkDataset``): the whole image at the
+    prepared 1 mm/px, the half split there, then (only for models working at another spacing, e.g. the tiny presets)
+    resampled to ``geom.spacing_mm``. Training and inference therefore frame the knee identically, to the pixel.
+    """
+    h1, w1 = resampled_size(shape_hw, spacing, LC_SPACING)
+    x0, wh = half_extent(w1, side)
+    to_stage, (ws, hs) = rescale((wh, h1), LC_SPACING, geom.spacing_mm)
+    return resample_transform(spacing, LC_SPACING).then(Affine.translation(-x0, 0.0)).then(to_stage), (hs, ws)
+
+
 def lc_transform(
     shape_hw: tuple[int, int], spacing: Sequence[float], side: KneeSide | None, geom: StageGeometry
 ) -> Affine:
     """Original pixels -> low-cost network input for one knee's half image (``side=None``: the whole image).
 
-    Resample to ``geom.spacing_mm`` (pixel edges kept), shift the half to the origin, then pad/crop to the network.
-    No mirroring: the reference's low-cost model sees both halves as they are.
+    Resample to 1 mm (pixel edges kept), shift the half to the origin, [resample to ``geom.spacing_mm``], then
+    pad/crop to the network. No mirroring: the reference's low-cost model sees both halves as they are.
     """
-    h1, w1 = resampled_size(shape_hw, spacing, geom.spacing_mm)
-    x0, wh = half_extent(w1, side)
-    return (
-        resample_transform(spacing, geom.spacing_mm)
-        .then(Affine.translation(-x0, 0.0))
-        .then(pad_crop_transform((h1, wh), geom.pad, geom.crop))
-    )
+    to_stage, size = _lc_stage_frame(shape_hw, spacing, side, geom)
+    return to_stage.then(pad_crop_transform(size, geom.pad, geom.crop))
 
 
 def _box(size_hw: tuple[int, int], geom: StageGeometry) -> tuple[int, int, int, int]:
@@ -142,14 +154,20 @@ def lc_input_box(
 ) -> tuple[int, int, int, int]:
     """Network-input pixels ``(x0, y0, x1, y1)`` covered by the half image; the rest is the reference's zero padding
     (the other half of the film must stay invisible, as when the reference crops the half before padding)."""
-    h1, w1 = resampled_size(shape_hw, spacing, geom.spacing_mm)
-    _, wh = half_extent(w1, side)
-    return _box((h1, wh), geom)
+    _, size = _lc_stage_frame(shape_hw, spacing, side, geom)
+    return _box(size, geom)
+
+
+def _hc_stage_frame(geom: StageGeometry) -> tuple[Affine, int]:
+    """The prepared 0.3 mm ROI -> the ROI at the stage spacing (identity for the paper models), and its side."""
+    prepared = int(geom.roi_size_mm / HC_SPACING + 1e-9)
+    to_stage, (size, _) = rescale((prepared, prepared), HC_SPACING, geom.spacing_mm)
+    return to_stage, size
 
 
 def hc_input_box(geom: StageGeometry) -> tuple[int, int, int, int]:
     """Network-input pixels covered by the ROI (the whole input for the paper geometry: 466 px ROI, 450 px crop)."""
-    size = roi_size_px(geom)
+    _, size = _hc_stage_frame(geom)
     return _box((size, size), geom)
 
 
@@ -165,11 +183,18 @@ def mask_outside(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarra
 
 
 def hc_transform(centre_xy: Sequence[float], spacing: Sequence[float], side: KneeSide, geom: StageGeometry) -> Affine:
-    """Original pixels -> high-cost network input: ROI centred on ``centre_xy`` (left knee mirrored), pad, crop."""
-    size = roi_size_px(geom)
+    """Original pixels -> high-cost network input: ROI centred on ``centre_xy`` (left knee mirrored), pad, crop.
+
+    As training data: the 140 mm ROI at 0.3 mm/px (466 px, centre on pixel 233), [resampled to ``geom.spacing_mm``
+    for models working at another spacing], then pad/crop.
+    """
     side = KneeSide.parse(side)
-    return roi_transform(centre_xy, spacing, size, geom.spacing_mm, mirror=side.mirrored).then(
-        pad_crop_transform((size, size), geom.pad, geom.crop)
+    prepared = int(geom.roi_size_mm / HC_SPACING + 1e-9)
+    to_stage, size = _hc_stage_frame(geom)
+    return (
+        roi_transform(centre_xy, spacing, prepared, HC_SPACING, mirror=side.mirrored)
+        .then(to_stage)
+        .then(pad_crop_transform((size, size), geom.pad, geom.crop))
     )
 
 
