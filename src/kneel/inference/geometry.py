@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kneel.data.transforms import rescale
+from kneel.data.transforms import pad_crop, rescale
 from kneel.geometry import Affine, antialias_sigma, resample_transform, roi_transform, warp
 from kneel.io.annotations import HC_SPACING, LC_SPACING
 from kneel.landmarks import KneeSide
@@ -84,17 +84,11 @@ def roi_size_px(geom: StageGeometry) -> int:
 def pad_crop_transform(size_hw: tuple[int, int], pad: int, crop: int) -> Affine:
     """The reference's "pad to ``pad`` x ``pad`` (centred, zeros), then centre crop ``crop`` x ``crop``" as a shift.
 
-    Padding puts ``(pad - n) // 2`` zeros before an image of ``n`` pixels (none if ``n >= pad``); the centre crop of
-    the padded size ``m = max(n, pad)`` starts at ``(m - crop) // 2``. Both floor, like the reference's solt.
+    The same rule as the training datasets (:func:`kneel.data.transforms.pad_crop`, which floors like the
+    reference's solt), so a knee is framed identically in training and in prediction.
     """
     h, w = (int(v) for v in size_hw)
-
-    def _offset(n: int) -> float:
-        before = max(pad - n, 0) // 2
-        padded = max(n, pad)
-        return float(before - (padded - crop) // 2)
-
-    return Affine.translation(_offset(w), _offset(h))
+    return pad_crop((w, h), pad, crop)[0]
 
 
 def resampled_size(shape_hw: tuple[int, int], spacing: Sequence[float], out_spacing: float) -> tuple[int, int]:
