@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kneel.data.transforms import pad_crop, rescale
-from kneel.geometry import Affine, antialias_sigma, resample_transform, roi_transform, warp
+from kneel.geometry import Affine, antialias_sigma, pad_crop, resample_transform, rescale, roi_transform, warp
 from kneel.io.annotations import HC_SPACING, LC_SPACING
 from kneel.landmarks import KneeSide
 
@@ -84,7 +83,7 @@ def roi_size_px(geom: StageGeometry) -> int:
 def pad_crop_transform(size_hw: tuple[int, int], pad: int, crop: int) -> Affine:
     """The reference's "pad to ``pad`` x ``pad`` (centred, zeros), then centre crop ``crop`` x ``crop``" as a shift.
 
-    The same rule as the training datasets (:func:`kneel.data.transforms.pad_crop`, which floors like the
+    The same rule as the training datasets (:func:`kneel.geometry.pad_crop`, which floors like the
     reference's solt), so a knee is framed identically in training and in prediction.
     """
     h, w = (int(v) for v in size_hw)
