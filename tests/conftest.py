@@ -34,3 +34,23 @@ def parity_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def annotations_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "annotations"
+
+
+@pytest.fixture(scope="session")
+def full_demo(tmp_path_factory):
+    """The default ``kneel demo`` (as ``make demo`` runs it), once per test session: about 6 minutes on 2 cores.
+
+    Its trained 5-fold tiny models are the project's evidence that training works, and they serve the end-to-end
+    inference test. ``KNEEL_DEMO_DIR`` points at an existing demo folder to reuse it (finished steps are reused).
+    """
+    import io
+    import os
+
+    from kneel.demo import DemoSettings, run_demo
+
+    out = Path(os.environ.get("KNEEL_DEMO_DIR") or tmp_path_factory.mktemp("full_demo"))
+    threads = torch.get_num_threads()
+    try:
+        return run_demo(out, DemoSettings(), progress=False, stream=io.StringIO())
+    finally:
+        torch.set_num_threads(threads)

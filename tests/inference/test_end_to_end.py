@@ -1,8 +1,8 @@
 """End to end on synthetic DICOM films with exact ground truth, with trained tiny models (``configs/tiny_*.yaml``).
 
-Trained weights are not part of the repository: set ``KNEEL_TINY_MODEL`` to a model directory trained with
-``kneel train --config configs/tiny_lc.yaml`` and ``configs/tiny_hc.yaml`` (see docs/training.md); without it the
-test is skipped.
+Trained weights are not part of the repository: the test uses the models that the default demo trains (the
+``full_demo`` session fixture, shared with ``tests/test_demo_full.py``), or ``KNEEL_TINY_MODEL`` when it points at a
+model directory trained with ``configs/tiny_lc.yaml`` and ``configs/tiny_hc.yaml``.
 """
 
 import os
@@ -21,10 +21,11 @@ model is off by 30-130 mm."""
 
 
 @pytest.mark.slow
-def test_synthetic_cohort_end_to_end(tmp_path):
+@pytest.mark.timeout(1200)
+def test_synthetic_cohort_end_to_end(tmp_path, request):
     model = os.environ.get("KNEEL_TINY_MODEL")
     if not model or not (Path(model) / "hc").is_dir():
-        pytest.skip("set KNEEL_TINY_MODEL to a model directory trained with configs/tiny_{lc,hc}.yaml")
+        model = str(request.getfixturevalue("full_demo").report_html.parent / "model")
     synth = pytest.importorskip("kneel.synth")
     cohort = tmp_path / "cohort"
     synth.generate_cohort(cohort, n=6, seed=11, layout="flat", split="test", single_knee_fraction=0.2, workers=1,
