@@ -4,7 +4,8 @@ Runs each film through the real batch engine (``kneel.inference.predict_files``:
 normalisation, one warp per network input, writing; one radiograph = 2 inputs per forward pass) with the paper
 presets (``kneel_lc``/``kneel_hc`` at 450 px, 5 folds per stage; weights from the parity fixtures, perturbed per fold,
 or random) on synthetic films (``kneel.synth``, ~0.15 mm, ~2500 x 2800 px). Each configuration runs all films in one
-batch call, in rounds that alternate the configurations, so that a noisy machine slows all of them alike. Reports, per configuration (fp32/bf16, with/without refine):
+batch call, in rounds that alternate the configurations, so that a noisy machine slows all of them alike.
+Reports, per configuration (fp32/bf16, with/without refine):
 
 * seconds per bilateral radiograph end to end and radiographs/s;
 * the network's share (time inside ``FoldEnsemble.predict``) and the rest (reading, normalising, warping, writing);
