@@ -29,7 +29,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +209,25 @@ class ViaKnee:
 # bf_landmarks_1_0.3.csv
 
 
+def _csv_rows(path: Path, columns: tuple[str, ...], header_name: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-empty data rows of a CSV whose header must be ``columns``, with their 1-based line numbers.
+
+    Raises:
+        AnnotationError: The file cannot be read or its header differs.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AnnotationError(f"cannot read: {exc.strerror or exc}", path) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != columns:
+        raise AnnotationError(f"expected the {header_name} {','.join(columns)}, got {header}", path)
+    for line_no, row in enumerate(reader, start=2):
+        if row:
+            yield line_no, row
+
+
 def read_bf_landmarks(path: str | os.PathLike[str]) -> list[KneeAnnotation]:
     """Read ``bf_landmarks_1_0.3.csv`` (or a file in the same format) into typed records, in file order.
 
@@ -216,18 +235,8 @@ def read_bf_landmarks(path: str | os.PathLike[str]) -> list[KneeAnnotation]:
         AnnotationError: Missing columns or a malformed row (names the line).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise AnnotationError(f"cannot read: {exc.strerror or exc}", path) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None or tuple(h.strip() for h in header) != BF_COLUMNS:
-        raise AnnotationError(f"expected the header {','.join(BF_COLUMNS)}, got {header}", path)
     records = []
-    for line_no, row in enumerate(reader, start=2):
-        if not row:
-            continue
+    for line_no, row in _csv_rows(path, BF_COLUMNS, "header"):
         try:
             records.append(_parse_bf_row(row))
         except (ValueError, IndexError) as exc:
@@ -312,18 +321,8 @@ def read_via_points(path: str | os.PathLike[str]) -> list[ViaPoint]:
         AnnotationError: Missing columns, invalid JSON or a region that is not a point with ``cx``/``cy``.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise AnnotationError(f"cannot read: {exc.strerror or exc}", path) from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None or tuple(h.strip() for h in header) != VIA_COLUMNS:
-        raise AnnotationError(f"expected the VIA header {','.join(VIA_COLUMNS)}, got {header}", path)
     points = []
-    for line_no, row in enumerate(reader, start=2):
-        if not row:
-            continue
+    for line_no, row in _csv_rows(path, VIA_COLUMNS, "VIA header"):
         try:
             points.append(_parse_via_row(row))
         except (ValueError, KeyError, TypeError) as exc:
