@@ -19,6 +19,7 @@ __all__ = [
     "Affine",
     "Homography",
     "resample_transform",
+    "resampled_size",
     "roi_transform",
     "warp",
     "antialias_sigma",
@@ -119,6 +120,14 @@ def resample_transform(spacing_src: Sequence[float], spacing_dst: float | Sequen
         row_dst, col_dst = (float(v) for v in spacing_dst)
     sx, sy = col_src / col_dst, row_src / row_dst
     return Affine.translation(0.5, 0.5).then(Affine.scaling(sx, sy)).then(Affine.translation(-0.5, -0.5))
+
+
+def resampled_size(shape_hw: tuple[int, int], spacing: Sequence[float], out_spacing: float) -> tuple[int, int]:
+    """Size ``(h, w)`` of an image of ``shape_hw`` pixels at ``spacing`` resampled to ``out_spacing`` (rounded; at least
+    1 pixel). Dataset preparation and inference both size their resampled films with it."""
+    h, w = shape_hw
+    row, col = (float(v) for v in spacing)
+    return max(1, int(round(h * row / out_spacing))), max(1, int(round(w * col / out_spacing)))
 
 
 def roi_transform(

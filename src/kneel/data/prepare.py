@@ -43,7 +43,7 @@ from kneel.data.layout import (
     write_metadata,
 )
 from kneel.errors import KneelError
-from kneel.geometry import Affine, resample_transform, roi_transform, warp
+from kneel.geometry import Affine, resample_transform, resampled_size, roi_transform, warp
 from kneel.io.atomic import atomic_write_bytes, atomic_write_text
 from kneel.landmarks import CENTRE_LANDMARK, KneeSide
 
@@ -256,8 +256,7 @@ def prepare_subject(job: SubjectJob, out: Path, settings: PrepareSettings) -> di
 
     # Low cost: the whole radiograph at 1 mm/px (pixel edges preserved), one image per subject.
     to_lc = resample_transform(spacing, settings.lc_spacing)
-    lc_h = max(1, int(round(rows * spacing[0] / settings.lc_spacing)))
-    lc_w = max(1, int(round(cols * spacing[1] / settings.lc_spacing)))
+    lc_h, lc_w = resampled_size((rows, cols), spacing, settings.lc_spacing)
     lc_rel = f"{IMAGES_DIR}/{job.subject_id}.png"
     _write_png(out / "lc" / lc_rel, warp(image, to_lc, (lc_h, lc_w), antialias=settings.antialias))
 

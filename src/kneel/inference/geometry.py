@@ -24,7 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kneel.geometry import Affine, antialias_sigma, pad_crop, resample_transform, rescale, roi_transform, warp
+from kneel.geometry import (
+    Affine,
+    antialias_sigma,
+    pad_crop,
+    resample_transform,
+    resampled_size,
+    rescale,
+    roi_transform,
+    warp,
+)
 from kneel.io.annotations import HC_SPACING, LC_SPACING
 from kneel.landmarks import KneeSide
 
@@ -88,13 +97,6 @@ def pad_crop_transform(size_hw: tuple[int, int], pad: int, crop: int) -> Affine:
     """
     h, w = (int(v) for v in size_hw)
     return pad_crop((w, h), pad, crop)[0]
-
-
-def resampled_size(shape_hw: tuple[int, int], spacing: Sequence[float], out_spacing: float) -> tuple[int, int]:
-    """Size ``(h, w)`` of the image resampled to ``out_spacing`` (rounded; at least 1 pixel)."""
-    h, w = shape_hw
-    row, col = (float(v) for v in spacing)
-    return max(1, int(round(h * row / out_spacing))), max(1, int(round(w * col / out_spacing)))
 
 
 def half_extent(width: int, side: KneeSide | None) -> tuple[int, int]:
