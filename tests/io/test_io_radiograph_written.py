@@ -355,3 +355,33 @@ def test_bits_above_bits_stored_are_ignored(make_dicom):
     signed = np.array([[0xF800, 0x07FF], [0x0FFF, 5]], dtype=np.uint16).view(np.int16)  # 12-bit two's complement
     rg = read_radiograph(make_dicom(signed, "s.dcm", bits_stored=12, imager_spacing=(0.1, 0.1)))
     np.testing.assert_array_equal(rg.image, [[-2048, 2047], [-1, 5]])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bits", "signed", "photometric", "rescale"),
+    [
+        (np.uint8, 8, False, "MONOCHROME2", None),
+        (np.uint16, 12, False, "MONOCHROME1", None),
+        (np.uint16, 16, False, "MONOCHROME1", (1.0, 0.0)),
+        (np.uint16, 12, False, "MONOCHROME2", (1.0, -1024.0)),
+        (np.int16, 16, True, "MONOCHROME1", (1.0, 7.0)),
+        (np.int16, 12, True, "MONOCHROME2", (0.5, -3.0)),  # not integer-valued: the general path
+    ],
+)
+def test_integer_shortcut_equals_general_modality_path(make_dicom, dtype, bits, signed, photometric, rescale):
+    """The float64-free shortcut for integer pixels gives exactly what the general modality-LUT path gives."""
+    import pydicom
+
+    from kneel.io.radiograph import _integer_bone_bright, _to_float_bone_bright
+
+    pixels = ramp(dtype, bits, signed=signed)
+    kwargs = {} if rescale is None else {"slope": rescale[0], "intercept": rescale[1]}
+    path = make_dicom(pixels, photometric=photometric, bits_stored=bits, imager_spacing=(0.1, 0.1), **kwargs)
+    ds = pydicom.dcmread(path)
+    stored = ds.pixel_array
+    fast, fast_inverted = _to_float_bone_bright(stored, ds, path)
+    general, general_inverted = _to_float_bone_bright(stored, ds, path, fast=False)
+    assert fast.dtype == general.dtype == np.float32
+    np.testing.assert_array_equal(fast, general)
+    assert fast_inverted == general_inverted == (photometric == "MONOCHROME1")
+    assert (_integer_bone_bright(stored, ds) is None) == (rescale is not None and rescale[0] != 1.0)

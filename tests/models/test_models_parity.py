@@ -94,3 +94,21 @@ def test_optimized_model_under_bf16(hc_model: HourglassNet, parity_dir: Path, im
         out = fast(image[:1])
     assert out.dtype == torch.float32
     assert np.abs(out.numpy() - np.load(parity_dir / "hc_output.npy")[:1]).max() < 0.5 / 112
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_bf16_keeps_the_output_convolution_in_float32(
+    hc_model: HourglassNet, image: torch.Tensor, optimized: bool
+) -> None:
+    """Under bf16 autocast the heatmap logits come from float32 weights and features (not rounded to bf16)."""
+    model = optimize_for_inference(hc_model) if optimized else hc_model
+    seen: list[torch.dtype] = []
+    model.out_block.register_forward_hook(lambda _m, args, out: seen.extend([args[0].dtype, out.dtype]))
+    with torch.no_grad(), autocast("bf16"):
+        logits = model.heatmaps(image[:1])
+        features = model.features(image[:1])
+    assert seen[:2] == [torch.float32, torch.float32]
+    assert logits.dtype == torch.float32
+    with torch.no_grad():
+        expected = model.out_block(features.float())
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)

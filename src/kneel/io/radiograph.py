@@ -219,15 +219,82 @@ def _window_values(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 _MAX_LUT_RANGE = 1 << 20
+_HISTOGRAM_ROWS_PIXELS = 1 << 23
+"""Pixels per OpenCV histogram call: its float32 counts are exact below 2**24."""
 
 
 def _normalize_integer_valued(arr: np.ndarray, low: float, high: float) -> np.ndarray | None:
     """Fast exact path for images holding integers over a modest range (every DICOM without fractional rescale).
 
     The percentiles come from a histogram (the same order statistics and linear interpolation as ``np.percentile``)
-    and the windowing is a lookup table over the value range, so a 12-Mpixel film takes tens of milliseconds instead
-    of a second. Returns None when the image is not integer-valued, so the caller takes the general path.
+    and the windowing is a lookup table over the value range, so a 14-Mpixel film takes about 30 ms instead of a
+    second. Ranges below 65536 values (16-bit films) go through 16-bit offsets and OpenCV's histogram, with no 64-bit
+    temporaries (whose allocation alone costs tens of milliseconds per film). Returns None when the image is not
+    integer-valued, so the caller takes the general path.
     """
+    if arr.ndim != 2 or arr.dtype.kind not in "iuf":
+        return _normalize_integer_valued_wide(arr, low, high)
+    vmin, vmax = arr.min(), arr.max()
+    if arr.dtype.kind == "f" and not (np.isfinite(vmin) and np.isfinite(vmax) and float(vmin).is_integer()):
+        return None
+    vmin, vmax = int(vmin), int(vmax)
+    if vmax - vmin >= 1 << 16:
+        return _normalize_integer_valued_wide(arr, low, high)
+    base = 0 if vmin >= 0 and vmax < 1 << 16 else vmin
+    if base == 0:
+        offset = arr if arr.dtype == np.uint16 else arr.astype(np.uint16)
+    else:
+        offset = np.subtract(arr, base, dtype=np.float64 if arr.dtype.kind == "f" else np.int64).astype(np.uint16)
+    if arr.dtype.kind == "f":
+        # Integer-valued exactly when the truncated offsets give the image back (one comparison pass).
+        back = offset if base == 0 else offset.astype(np.float64) + base
+        if not np.array_equal(back, arr):
+            return None
+    counts = _histogram_u16(offset)
+    lut = _lut_from_histogram(counts, base, low, high)
+    if lut is None:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    return lut[offset]
+
+
+def _histogram_u16(values: np.ndarray) -> np.ndarray:
+    """Counts of each 16-bit value (65536 int64 bins); OpenCV's histogram in row chunks so its counts stay exact."""
+    import cv2
+
+    counts = np.zeros(1 << 16, dtype=np.int64)
+    rows = max(1, _HISTOGRAM_ROWS_PIXELS // max(1, values.shape[1]))
+    for start in range(0, values.shape[0], rows):
+        chunk = np.ascontiguousarray(values[start : start + rows])
+        counts += cv2.calcHist([chunk], [0], None, [1 << 16], [0, 1 << 16]).ravel().astype(np.int64)
+    return counts
+
+
+def _lut_from_histogram(counts: np.ndarray, base: int, low: float, high: float) -> np.ndarray | None:
+    """The windowing as a lookup table over ``base + index``: percentiles from the histogram's order statistics,
+    interpolated linearly as ``np.percentile`` does. None for a flat window (``p_high <= p_low``)."""
+    cumulative = np.cumsum(counts)
+    n = int(cumulative[-1])
+
+    def order_statistic(k: int) -> int:
+        """The k-th smallest value (0-based)."""
+        return int(np.searchsorted(cumulative, k, side="right")) + base
+
+    def percentile(q: float) -> float:
+        position = q / 100.0 * (n - 1)
+        below = math.floor(position)
+        frac = position - below
+        v0 = order_statistic(below)
+        v1 = order_statistic(min(below + 1, n - 1))
+        return v0 + (v1 - v0) * frac
+
+    lo, hi = percentile(low), percentile(high)
+    if hi <= lo:
+        return None
+    return _window_values(np.arange(base, base + len(counts), dtype=np.float64), lo, hi)
+
+
+def _normalize_integer_valued_wide(arr: np.ndarray, low: float, high: float) -> np.ndarray | None:
+    """:func:`_normalize_integer_valued` for value ranges of 2**16 up to 2**20 (64-bit offsets, NumPy histogram)."""
     if arr.dtype.kind in "iu":
         ints = arr
     elif arr.dtype.kind == "f":
@@ -244,26 +311,9 @@ def _normalize_integer_valued(arr: np.ndarray, low: float, high: float) -> np.nd
     if vmax - vmin >= _MAX_LUT_RANGE:
         return None
     offset = (ints - vmin).astype(np.intp, copy=False).ravel()
-    counts = np.bincount(offset, minlength=vmax - vmin + 1)
-    cumulative = np.cumsum(counts)
-    n = int(cumulative[-1])
-
-    def order_statistic(k: int) -> int:
-        """The k-th smallest value (0-based)."""
-        return int(np.searchsorted(cumulative, k, side="right")) + vmin
-
-    def percentile(q: float) -> float:
-        position = q / 100.0 * (n - 1)
-        below = math.floor(position)
-        frac = position - below
-        v0 = order_statistic(below)
-        v1 = order_statistic(min(below + 1, n - 1))
-        return v0 + (v1 - v0) * frac
-
-    lo, hi = percentile(low), percentile(high)
-    if hi <= lo:
+    lut = _lut_from_histogram(np.bincount(offset, minlength=vmax - vmin + 1), vmin, low, high)
+    if lut is None:
         return np.zeros(arr.shape, dtype=np.uint8)
-    lut = _window_values(np.arange(vmin, vmax + 1, dtype=np.float64), lo, hi)
     return lut[offset].reshape(arr.shape)
 
 
@@ -604,10 +654,16 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _to_float_bone_bright(pixels: np.ndarray, ds: Any, path: Path) -> tuple[np.ndarray, bool]:
-    """Apply the modality LUT (rescale) and invert MONOCHROME1; float32 out."""
+def _to_float_bone_bright(pixels: np.ndarray, ds: Any, path: Path, *, fast: bool = True) -> tuple[np.ndarray, bool]:
+    """Apply the modality LUT (rescale) and invert MONOCHROME1; float32 out.
+
+    ``fast`` allows the integer shortcut (:func:`_integer_bone_bright`, same result); the tests compare both.
+    """
     from pydicom.pixels import apply_modality_lut
 
+    shortcut = _integer_bone_bright(pixels, ds) if fast else None
+    if shortcut is not None:
+        return shortcut
     try:
         values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - malformed rescale/LUT attributes
@@ -624,6 +680,38 @@ def _to_float_bone_bright(pixels: np.ndarray, ds: Any, path: Path) -> tuple[np.n
     if not np.all(np.isfinite(values)):
         raise DecodeError("the image contains non-finite values after rescale", path)
     return values.astype(np.float32), inverted
+
+
+_FLOAT32_EXACT = 1 << 24
+"""Integers up to this magnitude are exact in float32."""
+
+
+def _integer_bone_bright(pixels: np.ndarray, ds: Any) -> tuple[np.ndarray, bool] | None:
+    """The common case without float64 temporaries: integer pixels, no modality LUT sequence, no rescale or slope 1
+    with an integer intercept. Every value is an integer exact in float32, so the result is identical to the general
+    path's (float64, then float32) at a fraction of the memory traffic. None when the case does not apply."""
+    if pixels.dtype.kind not in "iu" or _get(ds, "ModalityLUTSequence"):
+        return None
+    intercept = 0.0
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:  # pydicom rescales only when both are present
+        slope, intercept = _first_float(_get(ds, "RescaleSlope")), _first_float(_get(ds, "RescaleIntercept"))
+        if slope != 1.0 or intercept is None or not float(intercept).is_integer():
+            return None
+    lo, hi = _storable_range(ds, pixels)
+    if pixels.dtype.itemsize <= 2:  # 8/16-bit pixels are always in range: no pass over the image
+        pmin, pmax = int(np.iinfo(pixels.dtype).min), int(np.iinfo(pixels.dtype).max)
+    else:
+        pmin, pmax = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+    if max(abs(v + intercept) for v in (lo, hi, pmin, pmax)) >= _FLOAT32_EXACT:
+        return None
+    values = pixels.astype(np.float32)
+    if intercept:
+        values += np.float32(intercept)
+    photometric = str(_get(ds, "PhotometricInterpretation", "")).strip().upper()
+    inverted = photometric == "MONOCHROME1"
+    if inverted:
+        np.subtract(np.float32(lo + hi + 2 * intercept), values, out=values)
+    return values, inverted
 
 
 def _storable_range(ds: Any, pixels: np.ndarray) -> tuple[int, int]:

@@ -29,9 +29,10 @@ class FoldEnsemble:
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
         optimize: replace each model by its inference-optimised copy (BatchNorm folded, channels-last, fused
             convolutions; exact to about 1e-7).
-        chunk_size: images per forward call; larger batches are split. Default: 4 on CPU (measured: on one thread
-            chunks of 2-4 are 10-20% faster per image than batches of 8, the maps stay in cache; on a busy machine
-            with 2 threads, chunks below 4 are much slower), 32 on other devices.
+        chunk_size: images per forward call; larger batches are split. Default on CPU: 1 in float32, 2 in
+            bfloat16/float16 (measured on the idle 2-core development machine, paper network, 2 threads, ms per image
+            in calls of 1 / 2 / 4 / 8: float32 92 / 103 / 110 / -, bfloat16 53 / 47 / 50 / 59; the feature maps of
+            one or two images stay in cache); 32 on other devices.
         backend: ``"torch"`` (default) or ``"onnxruntime"``: each fold is exported to ONNX in memory when the
             ensemble is built (seconds per fold at 450 px) and run by ONNX Runtime on CPU, float32 only, for inputs of
             the configured crop size (others, and other devices, use PyTorch). Exact to about 1e-7; on the 2-core
@@ -97,7 +98,9 @@ class FoldEnsemble:
         """Images per forward call on the current device."""
         if self._chunk_size is not None:
             return self._chunk_size
-        return 4 if self.device.type == "cpu" else 32
+        if self.device.type != "cpu":
+            return 32
+        return 1 if self.precision == "fp32" else 2
 
     @property
     def stage(self) -> str:

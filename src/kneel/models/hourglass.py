@@ -226,8 +226,18 @@ class HourglassNet(nn.Module):
         return self.mixer(self.hourglass(self.layer2(self.layer1(x))))
 
     def heatmaps(self, x: torch.Tensor) -> torch.Tensor:
-        """Heatmap logits (B, K, H/4, W/4), the input of the soft-argmax (112x112 for a 450x450 input)."""
-        return self.out_block(self.features(x))
+        """Heatmap logits (B, K, H/4, W/4), the input of the soft-argmax (112x112 for a 450x450 input).
+
+        Under bfloat16/float16 autocast the output convolution still runs in float32: logits rounded to 8 bits of
+        mantissa moved the soft-argmax by up to 0.1 mm end to end (measured with trained models), and this 1x1
+        convolution costs almost nothing.
+        """
+        features = self.features(x)
+        device = features.device.type
+        if torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
+                return self.out_block(features.float())
+        return self.out_block(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(x, y)`` per landmark, shape (B, K, 2); ``x_px = x_norm * input_width``."""
