@@ -11,13 +11,14 @@ Reports, per configuration (fp32/bf16, with/without refine):
 * the network's share (time inside ``FoldEnsemble.predict``) and the rest (reading, normalising, warping, writing);
 * the network-only floor: passes per radiograph x the isolated forward time of the same ensemble (the fastest exact
   variant of ``benchmarks/forward.py``, BatchNorm folded + channels-last, is what ``load_stage`` uses);
-* bf16 vs fp32: speed ratio and landmark deviation in mm;
+* bf16 vs fp32: speed ratio and landmark deviation in mm, with these untrained weights and with trained models
+  (``--trained-model``, default the demo's ``demo_output/model``; see :func:`trained_bf16_deviation` for why);
 * peak memory (RSS) and its growth with the number of files (tiny models, 4 vs 24 files, in subprocesses);
 * start-up: a fresh process importing kneel and loading the 10 fold models.
 
 The reference pipeline takes about 7.3 s per bilateral radiograph on the 2-core development CPU (5 folds + refine).
 
-Usage: ``python benchmarks/predict.py [--quick] [--films N] [--folds F] [--threads T]``
+Usage: ``python benchmarks/predict.py [--quick] [--films N] [--folds F] [--threads T] [--trained-model DIR]``
 """
 
 from __future__ import annotations
@@ -197,6 +198,43 @@ def run_interleaved(
     return results
 
 
+def _deviation(a: dict[tuple[str, str], np.ndarray], b: dict[tuple[str, str], np.ndarray]) -> tuple[float, float]:
+    """Max per-axis and mean Euclidean landmark deviation (mm) between two runs over the same knees."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return float("nan"), float("nan")
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in keys)
+    mean = float(np.mean([np.hypot(*(a[k] - b[k]).T).mean() for k in keys]))
+    return worst, mean
+
+
+def trained_bf16_deviation(model_dir: Path, work: Path, n_films: int) -> list[tuple[bool, int, float, float]]:
+    """bf16 vs fp32 landmarks with *trained* models (e.g. the demo's, ``make demo``) on fresh synthetic films.
+
+    The paper-preset weights of the speed runs are untrained: their low-cost heatmaps are almost uniform, so the
+    soft-argmax (a mean over the whole 450 mm field) turns bf16 rounding into knee-centre shifts that an untrained
+    high-cost model passes on in full. Trained models are the relevant measurement of what bf16 does to landmarks.
+    Returns ``(refine, knees, max per-axis mm, mean mm)`` per setting.
+    """
+    from kneel.inference import Predictor, predict_files
+
+    films = work / "trained_films"
+    from kneel.synth import generate_cohort
+
+    generate_cohort(films, n=n_films, seed=11, layout="flat", single_knee_fraction=0.0, workers=1, progress=False)
+    rows = []
+    for refine in (True, False):
+        runs = {}
+        for precision in ("fp32", "bf16"):
+            predictor = Predictor(model_dir, precision=precision, refine=refine, knees="both")
+            out = work / f"trained_{precision}_{refine}"
+            predict_files([films], predictor, out, workers=0, progress=False)
+            runs[precision] = _landmarks(out)
+        worst, mean = _deviation(runs["bf16"], runs["fp32"])
+        rows.append((refine, len(runs["fp32"]), worst, mean))
+    return rows
+
+
 def startup_seconds(model_dir: Path) -> float:
     code = (
         "import time; t = time.perf_counter(); from kneel.inference import Predictor; "
@@ -278,6 +316,9 @@ def main() -> int:
     parser.add_argument("--films", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--trained-model", type=Path, default=ROOT / "demo_output" / "model",
+                        help="trained model directory for the bf16 deviation (default: the demo's)")  # fmt: skip
+    parser.add_argument("--trained-films", type=int, default=12, help="synthetic films for the trained-model check")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -307,11 +348,17 @@ def main() -> int:
             if r["precision"] != "bf16" or r["refine"] not in fp32:
                 continue
             base = fp32[r["refine"]]
-            dev = [np.abs(r["landmarks_mm"][k] - base["landmarks_mm"][k]).max() for k in base["landmarks_mm"]]
-            dist = [np.hypot(*(r["landmarks_mm"][k] - base["landmarks_mm"][k]).T).mean() for k in base["landmarks_mm"]]
+            worst, mean = _deviation(r["landmarks_mm"], base["landmarks_mm"])
             speed = base["s_per_radiograph"] / r["s_per_radiograph"]
-            print(f"bf16 vs fp32 (refine={r['refine']}): {speed:.2f}x speed, landmark deviation "
-                  f"max {max(dev):.3f} mm (per axis), mean {np.mean(dist):.3f} mm")  # fmt: skip
+            print(f"bf16 vs fp32 (refine={r['refine']}): {speed:.2f}x speed; landmark deviation with these untrained "
+                  f"weights max {worst:.3f} mm (per axis), mean {mean:.3f} mm")  # fmt: skip
+        trained = args.trained_model
+        if trained is not None and (trained / "lc").is_dir() and (trained / "hc").is_dir():
+            for refine, knees, worst, mean in trained_bf16_deviation(trained, work, args.trained_films):
+                print(f"bf16 vs fp32 with the trained models of {trained} (refine={refine}, {knees} knees): landmark "
+                      f"deviation max {worst:.3f} mm (per axis), mean {mean:.3f} mm")  # fmt: skip
+        else:
+            print(f"bf16 deviation with trained models: skipped (no trained model at {trained}; run `make demo`)")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS of this process: {rss:.0f} MB (paper models, 5+5 folds, 4 configurations loaded in turn)")
         print(f"start-up (new process: import + load {2 * args.folds} fold models): {startup_seconds(model_dir):.2f} s")
