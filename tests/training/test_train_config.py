@@ -103,3 +103,21 @@ def test_lr_schedules() -> None:
 def test_stage_must_match_preset() -> None:
     with pytest.raises(ConfigError, match="stage"):
         resolve_geometry(TrainConfig(stage="lc", model="kneel_hc"))
+
+
+def test_shipped_configs_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    """The tiny and paper configs ship inside the package (a wheel has them too) and load by name from anywhere."""
+    from kneel.resources import configs_dir
+    from kneel.training import load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny_lc.yaml").name == "tiny_lc"
+    assert load_config("tiny_hc").name == "tiny_hc"
+    paper = sorted(p.relative_to(configs_dir()).as_posix() for p in (configs_dir() / "paper").glob("*.yaml"))
+    assert len(paper) == 26
+    for name in (paper[0], f"configs/{paper[-1]}"):
+        assert load_config(name).name == Path(name).stem
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no_such_config.yaml")
+    (tmp_path / "tiny_lc.yaml").write_text("name: mine\nstage: lc\n")
+    assert load_config("tiny_lc.yaml").name == "mine"  # a file in the folder wins over the shipped one

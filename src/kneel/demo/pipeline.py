@@ -98,18 +98,16 @@ def require(module: str, step: str) -> Any:
 
 
 def find_config(name: str) -> Path:
-    """A training config by file name: ``./configs``, the source tree's ``configs/``, or the package's assets."""
-    here = Path(__file__).resolve()
-    candidates = [
-        Path(name),
-        Path.cwd() / "configs" / name,
-        here.parents[3] / "configs" / name,
-        here.parents[1] / "assets" / "configs" / name,
-    ]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise DemoError(f"training config {name} not found (looked in {', '.join(str(c.parent) for c in candidates)})")
+    """A training config by file name: as given, ``./configs/``, or the configs shipped with kneel."""
+    from kneel.resources import configs_dir, packaged_config
+
+    for candidate in (Path(name), Path.cwd() / "configs" / name):
+        if candidate.is_file():
+            return candidate
+    packaged = packaged_config(name)
+    if packaged is not None:
+        return packaged
+    raise DemoError(f"training config {name} not found (looked in ., ./configs and {configs_dir()})")
 
 
 def _films(cohort: Path) -> pd.DataFrame:

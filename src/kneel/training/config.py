@@ -263,8 +263,16 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str] | Mapping[str,
 
 
 def load_config(path: str | Path, overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
-    """Read a YAML config file and apply overrides; the experiment name defaults to the file's stem."""
+    """Read a YAML config file and apply overrides; the experiment name defaults to the file's stem.
+
+    A path that does not exist may name a config shipped with kneel (``tiny_lc.yaml``, ``paper/<name>.yaml``, also
+    as ``configs/...``; see :func:`kneel.resources.packaged_config`), so they work from any folder and from a wheel.
+    """
     path = Path(path)
+    if not path.exists():
+        from kneel.resources import packaged_config
+
+        path = packaged_config(path) or path
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
