@@ -384,4 +384,5 @@ def test_integer_shortcut_equals_general_modality_path(make_dicom, dtype, bits, 
     assert fast.dtype == general.dtype == np.float32
     np.testing.assert_array_equal(fast, general)
     assert fast_inverted == general_inverted == (photometric == "MONOCHROME1")
-    assert (_integer_bone_bright(stored, ds) is None) == (rescale is not None and rescale[0] != 1.0)
+    shortcut = _integer_bone_bright(stored, ds, fast_inverted)
+    assert (shortcut is None) == (rescale is not None and rescale[0] != 1.0)

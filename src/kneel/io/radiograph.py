@@ -661,15 +661,14 @@ def _to_float_bone_bright(pixels: np.ndarray, ds: Any, path: Path, *, fast: bool
     """
     from pydicom.pixels import apply_modality_lut
 
-    shortcut = _integer_bone_bright(pixels, ds) if fast else None
+    inverted = str(_get(ds, "PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1"
+    shortcut = _integer_bone_bright(pixels, ds, inverted) if fast else None
     if shortcut is not None:
-        return shortcut
+        return shortcut, inverted
     try:
         values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - malformed rescale/LUT attributes
         raise DecodeError(f"cannot apply the modality LUT / rescale: {_short(exc)}", path) from None
-    photometric = str(_get(ds, "PhotometricInterpretation", "")).strip().upper()
-    inverted = photometric == "MONOCHROME1"
     if inverted:
         lo, hi = _storable_range(ds, pixels)
         try:
@@ -686,10 +685,11 @@ _FLOAT32_EXACT = 1 << 24
 """Integers up to this magnitude are exact in float32."""
 
 
-def _integer_bone_bright(pixels: np.ndarray, ds: Any) -> tuple[np.ndarray, bool] | None:
+def _integer_bone_bright(pixels: np.ndarray, ds: Any, inverted: bool) -> np.ndarray | None:
     """The common case without float64 temporaries: integer pixels, no modality LUT sequence, no rescale or slope 1
-    with an integer intercept. Every value is an integer exact in float32, so the result is identical to the general
-    path's (float64, then float32) at a fraction of the memory traffic. None when the case does not apply."""
+    with an integer intercept; ``inverted`` reflects MONOCHROME1 values. Every value is an integer exact in float32,
+    so the result is identical to the general path's (float64, then float32) at a fraction of the memory traffic.
+    None when the case does not apply."""
     if pixels.dtype.kind not in "iu" or _get(ds, "ModalityLUTSequence"):
         return None
     intercept = 0.0
@@ -707,11 +707,9 @@ def _integer_bone_bright(pixels: np.ndarray, ds: Any) -> tuple[np.ndarray, bool]
     values = pixels.astype(np.float32)
     if intercept:
         values += np.float32(intercept)
-    photometric = str(_get(ds, "PhotometricInterpretation", "")).strip().upper()
-    inverted = photometric == "MONOCHROME1"
     if inverted:
         np.subtract(np.float32(lo + hi + 2 * intercept), values, out=values)
-    return values, inverted
+    return values
 
 
 def _storable_range(ds: Any, pixels: np.ndarray) -> tuple[int, int]:

@@ -23,13 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors.torch
 import torch
-from safetensors import SafetensorError
 
 from kneel.errors import ModelError
 from kneel.models._registry import get_preset, list_presets
-from kneel.models.weights import STAGES, ModelConfig, build_model, load_fold, load_state_dict_into, save_fold
+from kneel.models.weights import (
+    STAGES,
+    ModelConfig,
+    build_model,
+    load_fold,
+    load_state_dict_into,
+    read_weights,
+    save_fold,
+)
 
 __all__ = [
     "infer_model_args",
@@ -185,11 +191,7 @@ def find_snapshot_folds(src: str | os.PathLike[str], stage: str) -> tuple[str, d
 
 
 def _load_safetensors_fold(fold_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    path = fold_dir / "model.safetensors"
-    try:
-        state = safetensors.torch.load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"unreadable weights: {exc}", path) from exc
+    state, _ = read_weights(fold_dir)
     meta: dict[str, Any] = {}
     cfg = fold_dir / "config.json"
     if cfg.is_file():

@@ -38,6 +38,7 @@ __all__ = [
     "load_state_dict_into",
     "load_pretrained",
     "read_config",
+    "read_weights",
 ]
 
 WEIGHTS_NAME = "model.safetensors"
@@ -219,17 +220,23 @@ def read_config(fold_dir: str | os.PathLike[str]) -> ModelConfig:
         raise ModelError(exc.reason, path) from exc
 
 
-def load_fold(fold_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[HourglassNet, ModelConfig]:
-    """Rebuild and load one fold model (eval mode) from ``fold_dir``; no pickle involved."""
-    config = read_config(fold_dir)
-    model = build_model(config)
+def read_weights(fold_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], Path]:
+    """The state dict stored in ``fold_dir`` (on CPU) and its file; a clear :class:`ModelError` if missing or
+    unreadable."""
     path = Path(fold_dir) / WEIGHTS_NAME
     try:
-        state = safetensors.torch.load_file(str(path), device="cpu")
+        return safetensors.torch.load_file(str(path), device="cpu"), path
     except FileNotFoundError:
         raise ModelError(f"no {WEIGHTS_NAME}", path) from None
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"unreadable weights: {exc}", path) from exc
+
+
+def load_fold(fold_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[HourglassNet, ModelConfig]:
+    """Rebuild and load one fold model (eval mode) from ``fold_dir``; no pickle involved."""
+    config = read_config(fold_dir)
+    model = build_model(config)
+    state, path = read_weights(fold_dir)
     load_state_dict_into(model, state, path)
     return model.to(device).eval(), config
 
@@ -243,13 +250,7 @@ def load_pretrained(
     convolution (KNEEL_REFERENCE 5.8); BatchNorm statistics are transferred too. Every other key must exist in both
     with the same shape. Returns the loaded keys.
     """
-    path = Path(fold_dir) / WEIGHTS_NAME
-    try:
-        source = safetensors.torch.load_file(str(path), device="cpu")
-    except FileNotFoundError:
-        raise ModelError(f"no {WEIGHTS_NAME}", path) from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"unreadable weights: {exc}", path) from exc
+    source, path = read_weights(fold_dir)
     keep = {k: v for k, v in source.items() if not k.startswith(exclude)}
     # The excluded entries keep the model's own values; everything else must match exactly (strict, same shapes).
     own = {k: v for k, v in model.state_dict().items() if k.startswith(exclude)}

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import safetensors.torch
 import torch
 from torch import nn
 
 from kneel.errors import ConfigError, ModelError
+from kneel.models.weights import WEIGHTS_NAME, read_weights
 
 __all__ = [
     "load_fold_table",
@@ -102,10 +102,10 @@ def transfer_weights(model: nn.Module, source_fold_dir: Path, exclude: Sequence[
 
     Returns the names of the parameters left at their initial values.
     """
-    path = Path(source_fold_dir) / "model.safetensors"
+    path = Path(source_fold_dir) / WEIGHTS_NAME
     if not path.is_file():
         raise ModelError("no weights to transfer from (train that fold of the low-cost stage first)", path)
-    state = safetensors.torch.load_file(str(path), device="cpu")
+    state, _ = read_weights(source_fold_dir)
     kept = {k: v for k, v in state.items() if not any(e in k for e in exclude)}
     own = model.state_dict()
     missing = [k for k in own if k not in kept and not any(e in k for e in exclude)]
