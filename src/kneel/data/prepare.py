@@ -268,22 +268,7 @@ def prepare_subject(job: SubjectJob, out: Path, settings: PrepareSettings) -> di
         lc_xy = to_lc.apply(xy)
         if (lc_xy[CENTRE_LANDMARK, 0] < lc_w // 2) != (knee.side == "R"):
             wrong_half.append(f"{job.subject_id}_{knee.side}")
-        lc_rows.append(
-            {
-                **common,
-                "side": knee.side,
-                "kl": knee.kl,
-                "image": lc_rel,
-                "width": lc_w,
-                "height": lc_h,
-                "spacing_mm": settings.lc_spacing,
-                "centre_x": float(lc_xy[CENTRE_LANDMARK, 0]),
-                "centre_y": float(lc_xy[CENTRE_LANDMARK, 1]),
-                "landmarks": to_json(lc_xy),
-                "landmarks_original": to_json(xy),
-                "transform": to_json(to_lc),
-            }
-        )
+        lc_rows.append(_knee_row(common, knee, lc_rel, (lc_w, lc_h), settings.lc_spacing, to_lc, xy))
         # High cost: 140 mm ROI at 0.3 mm/px centred on T4 (ROI pixel 233), left knees mirrored.
         # T4 lands on ROI pixel (233, 233); a left knee is then mirrored like cv2.flip (x -> 465 - x, so its T4 is
         # at x = 232): the same transform inference uses, and one mirror convention everywhere (reference bug §8.4).
@@ -292,31 +277,43 @@ def prepare_subject(job: SubjectJob, out: Path, settings: PrepareSettings) -> di
         roi = warp(image, to_roi, (size, size), antialias=settings.antialias)
         hc_rel = f"{IMAGES_DIR}/{job.subject_id}_{knee.side}.png"
         _write_png(out / "hc" / hc_rel, roi)
-        roi_xy = to_roi.apply(xy)
         if _past_border(to_roi, size, rows, cols):
             past_border.append(f"{job.subject_id}_{knee.side}")
-        hc_rows.append(
-            {
-                **common,
-                "side": knee.side,
-                "kl": knee.kl,
-                "image": hc_rel,
-                "width": size,
-                "height": size,
-                "spacing_mm": settings.hc_spacing,
-                "centre_x": float(roi_xy[CENTRE_LANDMARK, 0]),
-                "centre_y": float(roi_xy[CENTRE_LANDMARK, 1]),
-                "landmarks": to_json(roi_xy),
-                "landmarks_original": to_json(xy),
-                "transform": to_json(to_roi),
-            }
-        )
+        hc_rows.append(_knee_row(common, knee, hc_rel, (size, size), settings.hc_spacing, to_roi, xy))
     return {
         "subject_id": job.subject_id,
         "lc": lc_rows,
         "hc": hc_rows,
         "past_border": past_border,
         "wrong_half": wrong_half,
+    }
+
+
+def _knee_row(
+    common: dict[str, Any],
+    knee: KneeTarget,
+    image: str,
+    size_wh: tuple[int, int],
+    spacing_mm: float,
+    transform: Affine,
+    xy: np.ndarray,
+) -> dict[str, Any]:
+    """One metadata row of a prepared image (low- or high-cost): the landmarks ``xy`` (original pixels) mapped by
+    ``transform`` into that image, the centre landmark, and the transform itself."""
+    frame_xy = transform.apply(xy)
+    return {
+        **common,
+        "side": knee.side,
+        "kl": knee.kl,
+        "image": image,
+        "width": size_wh[0],
+        "height": size_wh[1],
+        "spacing_mm": spacing_mm,
+        "centre_x": float(frame_xy[CENTRE_LANDMARK, 0]),
+        "centre_y": float(frame_xy[CENTRE_LANDMARK, 1]),
+        "landmarks": to_json(frame_xy),
+        "landmarks_original": to_json(xy),
+        "transform": to_json(transform),
     }
 
 
