@@ -313,6 +313,28 @@ def _bulge(t: np.ndarray) -> np.ndarray:
     return 1.0 - np.exp(-np.maximum(t, 0.0) / 3.0)
 
 
+def _shaft_sides(
+    margin_u: tuple[float, float],
+    past_margin: tuple[np.ndarray, np.ndarray],
+    length: float,
+    bulge: float,
+    centre: np.ndarray | float,
+    shaft_half: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lateral and medial outline (u per row) of a long bone from its articular margins into the shaft.
+
+    ``margin_u``: u of the lateral and medial margin landmarks; ``past_margin``: per row, the distance beyond each
+    margin towards the shaft (negative on the joint side, where the outline stays at the margin). The edge swells by
+    ``bulge`` just past the margin, then flares over ``length`` into a shaft of half-width ``shaft_half`` around
+    ``centre``. Tibia and femur share this shape.
+    """
+    (u0, u1), (d_lat, d_med) = margin_u, past_margin
+    ramp_l, ramp_m = _flare(d_lat / length), _flare(d_med / length)
+    u_lat = np.where(d_lat < 0, u0, (u0 - bulge * _bulge(d_lat)) * (1 - ramp_l) + (centre - shaft_half) * ramp_l)
+    u_med = np.where(d_med < 0, u1, (u1 + bulge * _bulge(d_med)) * (1 - ramp_m) + (centre + shaft_half) * ramp_m)
+    return u_lat, u_med
+
+
 def _ellipsoid_path(
     uu: np.ndarray, vv: np.ndarray, centre: tuple[float, float], a: float, b: float, depth: float, angle_deg: float
 ) -> np.ndarray:
@@ -382,14 +404,7 @@ def _add_tibia(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
     v = canvas.v[rows]
     centre = 0.5 * (t0[0] + t8[0]) + an.tib_shaft_offset
     length = an.tib_flare_len
-    tl, tm = v - t0[1], v - t8[1]
-    ramp_l, ramp_m = _flare(tl / length), _flare(tm / length)
-    u_lat = np.where(
-        tl < 0, t0[0], (t0[0] - an.tib_bulge * _bulge(tl)) * (1 - ramp_l) + (centre - an.tib_shaft_half) * ramp_l
-    )
-    u_med = np.where(
-        tm < 0, t8[0], (t8[0] + an.tib_bulge * _bulge(tm)) * (1 - ramp_m) + (centre + an.tib_shaft_half) * ramp_m
-    )
+    u_lat, u_med = _shaft_sides((t0[0], t8[0]), (v - t0[1], v - t8[1]), length, an.tib_bulge, centre, an.tib_shaft_half)
     cols = canvas.col_range(float(u_lat.min()) - 1.0, float(u_med.max()) + 1.0)
     vv, uu = _window(canvas, rows, cols)
     u_lat, u_med = u_lat.astype(np.float32)[:, None], u_med.astype(np.float32)[:, None]
@@ -433,13 +448,8 @@ def _add_femur(bone: np.ndarray, tex: np.ndarray, an: KneeAnatomy, canvas: KneeC
     length = an.fem_flare_len
     above = np.maximum(float(f[:, 1].mean()) - v, 0.0)
     centre = 0.5 * (f9[0] + f15[0]) - np.tan(np.deg2rad(an.fem_tilt_deg)) * np.maximum(above - 0.5 * length, 0.0)
-    tl, tm = f9[1] - v, f15[1] - v
-    ramp_l, ramp_m = _flare(tl / length), _flare(tm / length)
-    u_lat = np.where(
-        tl < 0, f9[0], (f9[0] - an.fem_bulge * _bulge(tl)) * (1 - ramp_l) + (centre - an.fem_shaft_half) * ramp_l
-    )
-    u_med = np.where(
-        tm < 0, f15[0], (f15[0] + an.fem_bulge * _bulge(tm)) * (1 - ramp_m) + (centre + an.fem_shaft_half) * ramp_m
+    u_lat, u_med = _shaft_sides(
+        (f9[0], f15[0]), (f9[1] - v, f15[1] - v), length, an.fem_bulge, centre, an.fem_shaft_half
     )
     cols = canvas.col_range(float(u_lat.min()) - 1.0, float(u_med.max()) + 1.0)
     vv, uu = _window(canvas, rows, cols)
