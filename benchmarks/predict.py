@@ -217,10 +217,9 @@ def trained_bf16_deviation(model_dir: Path, work: Path, n_films: int) -> list[tu
     Returns ``(refine, knees, max per-axis mm, mean mm)`` per setting.
     """
     from kneel.inference import Predictor, predict_files
-
-    films = work / "trained_films"
     from kneel.synth import generate_cohort
 
+    films = work / "trained_films"
     generate_cohort(films, n=n_films, seed=11, layout="flat", single_knee_fraction=0.0, workers=1, progress=False)
     rows = []
     for refine in (True, False):
