@@ -32,7 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=8, help="network inputs per forward pass")
     parser.add_argument("--workers", type=int, default=default_workers(), help="reader processes")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="fp32: exact (default); bf16/fp16: autocast, faster on AVX512-BF16/AMX CPUs and GPUs, not exact "
+        "(see docs/inference.md for speed and deviation)",
+    )
     parser.add_argument("--overlays", action="store_true", help="write a PNG per image with the landmarks")
     parser.add_argument("--npz", action="store_true", help="write the reference-compatible preds.npz")
     parser.add_argument("--shard", metavar="K/N", help="process only shard K (0-based) of N (hash of the file key)")

@@ -6,7 +6,13 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, metavar="CFG.yaml", help="experiment config (configs/*.yaml)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="CFG.yaml",
+        help="experiment config: a YAML file, or the name of a shipped one "
+        "(tiny_lc.yaml, tiny_hc.yaml, paper/<name>.yaml)",
+    )
     parser.add_argument("--data", required=True, metavar="DATA", help="prepared-data folder (kneel prepare)")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model folder; the stage goes to MODEL/lc|hc")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=2 folds=2")
