@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub_parser = argparse.ArgumentParser(prog=f"kneel {name}", description=SUBCOMMANDS[name][1])
     module.add_arguments(sub_parser)
     sub_args = sub_parser.parse_args(rest)
+    from kneel.io.radiograph import quiet_reader_warnings
+
+    quiet_reader_warnings()  # this process is kneel's: pydicom's notes on odd values are noise here
     try:
         return int(module.run(sub_args) or 0)
     except KneelError as exc:

@@ -75,8 +75,11 @@ def _collate(items: list[Any]) -> list[Any]:
 def _worker_init(_: int) -> None:
     import cv2
 
+    from kneel.io.radiograph import quiet_reader_warnings
+
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    quiet_reader_warnings()
 
 
 def predict_files(

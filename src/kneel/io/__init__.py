@@ -23,12 +23,19 @@ from kneel.io.errors import (
     TruncatedFileError,
     UnsupportedImageError,
 )
-from kneel.io.radiograph import Radiograph, RadiographMeta, normalize_intensity, read_radiograph
+from kneel.io.radiograph import (
+    Radiograph,
+    RadiographMeta,
+    normalize_intensity,
+    quiet_reader_warnings,
+    read_radiograph,
+)
 
 __all__ = [
     "Radiograph",
     "RadiographMeta",
     "read_radiograph",
+    "quiet_reader_warnings",
     "normalize_intensity",
     "RadiographError",
     "NotDicomError",

@@ -53,6 +53,7 @@ __all__ = [
     "Radiograph",
     "RadiographMeta",
     "read_radiograph",
+    "quiet_reader_warnings",
     "normalize_intensity",
     "parse_spacing",
     "SPACING_TAGS",
@@ -180,6 +181,17 @@ def read_radiograph(path: str | os.PathLike[str], spacing: float | Sequence[floa
         return _read_plain_image(path, kind, override)
     # DICOM with preamble, or possibly a preamble-less data set: pydicom's force read, then a sanity check.
     return _read_dicom(path, override, force=kind != "dicom")
+
+
+def quiet_reader_warnings() -> None:
+    """Hide, for the rest of this process, the warnings pydicom gives about odd values while kneel reads files.
+
+    The typed errors say what matters; the rest is noise in a batch run or a server log. kneel's own entry points
+    (the ``kneel`` command, its DataLoader workers, ``kneel serve``) call this once at start-up: the warning filters
+    are global state, which a reader running in many threads at once must never change per call.
+    """
+    for module in (r"pydicom(\..*)?$", r"kneel\.io\.radiograph$"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
 
 
 def normalize_intensity(image: np.ndarray, low: float = 5.0, high: float = 99.0) -> np.ndarray:
@@ -412,15 +424,9 @@ def _sniff(head: bytes) -> str:
 
 
 def _read_dicom(path: Path, override: tuple[float, float] | None, *, force: bool) -> Radiograph:
-    # pydicom warns about every odd value it meets; the typed errors say what matters, the rest is noise here.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        return _read_dicom_recorded(path, override, force, caught)
-
-
-def _read_dicom_recorded(
-    path: Path, override: tuple[float, float] | None, force: bool, caught: list[warnings.WarningMessage]
-) -> Radiograph:
+    """Read a DICOM file. No global state is touched (no ``warnings.catch_warnings``, which is not thread-safe), so
+    the HTTP service can read in many threads at once; pydicom's own warnings about odd values go to the warnings
+    system as usual, and kneel's entry points hide them once per process (:func:`quiet_reader_warnings`)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -441,8 +447,8 @@ def _read_dicom_recorded(
         raise NotDicomError(
             "not a DICOM file (no 'DICM' marker and no recognisable DICOM elements) nor a PNG/TIFF/JPEG image", path
         )
-    if any("End of file" in str(w.message) for w in caught):
-        raise TruncatedFileError("the file ends before the DICOM data does (truncated copy?)", path)
+    # A file that ends inside an undefined-length value makes pydicom warn "End of file ..." and drop the whole
+    # top-level data set (the element generator aborts): _check_complete reports that as truncation.
     _check_complete(ds, path, file_size)
     if getattr(ds, "file_meta", None) is None or _get(ds.file_meta, "TransferSyntaxUID") is None:
         # Preamble-less files often lack file meta: pydicom knows how it parsed them.
@@ -598,26 +604,24 @@ def _decode(ds: Any, path: Path) -> np.ndarray:
         if _get(ds, keyword) is None:
             raise UnsupportedImageError(f"the image attribute {keyword} is missing", path)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            pixels = ds.pixel_array
-        except (RuntimeError, NotImplementedError, ImportError) as exc:
-            ts = _transfer_syntax_label(ds)
-            raise DecodeError(f"cannot decode {ts} pixel data: {_short(exc)}", path) from None
-        except ValueError as exc:
-            text = str(exc)
-            if "less than expected" in text or "doesn't match the expected" in text or "too short" in text:
-                reason = f"the pixel data is shorter than the image needs ({_short(exc)})"
-                raise TruncatedFileError(reason, path) from None
-            raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
-        except AttributeError as exc:
-            raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
-        except BaseException as exc:  # noqa: BLE001 - codec plugins raise anything, even pyo3's PanicException
-            if isinstance(exc, _NEVER_CAUGHT):
-                raise
-            ts = _transfer_syntax_label(ds)
-            raise DecodeError(f"the {ts} codec failed: {type(exc).__name__}: {_short(exc)}", path) from None
+    try:
+        pixels = ds.pixel_array
+    except (RuntimeError, NotImplementedError, ImportError) as exc:
+        ts = _transfer_syntax_label(ds)
+        raise DecodeError(f"cannot decode {ts} pixel data: {_short(exc)}", path) from None
+    except ValueError as exc:
+        text = str(exc)
+        if "less than expected" in text or "doesn't match the expected" in text or "too short" in text:
+            reason = f"the pixel data is shorter than the image needs ({_short(exc)})"
+            raise TruncatedFileError(reason, path) from None
+        raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
+    except AttributeError as exc:
+        raise DecodeError(f"cannot decode the pixel data: {_short(exc)}", path) from None
+    except BaseException as exc:  # noqa: BLE001 - codec plugins raise anything, even pyo3's PanicException
+        if isinstance(exc, _NEVER_CAUGHT):
+            raise
+        ts = _transfer_syntax_label(ds)
+        raise DecodeError(f"the {ts} codec failed: {type(exc).__name__}: {_short(exc)}", path) from None
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:
         raise UnsupportedImageError(f"decoded pixels have shape {pixels.shape}, expected one grey frame", path)

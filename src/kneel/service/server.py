@@ -25,7 +25,10 @@ def serve(
     import uvicorn
 
     from kneel.inference.pipeline import Predictor
+    from kneel.io.radiograph import quiet_reader_warnings
     from kneel.service.app import create_app
+
+    quiet_reader_warnings()
 
     predictor = Predictor(model, device=device, precision=precision, refine=refine,
                           reference_geometry=reference_geometry)  # fmt: skip
