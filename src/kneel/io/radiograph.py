@@ -87,6 +87,7 @@ class RadiographMeta:
         photometric_interpretation: ``MONOCHROME1``/``MONOCHROME2`` (plain images report ``MONOCHROME2``).
         transfer_syntax_uid, transfer_syntax_name: DICOM transfer syntax (``None`` for plain images).
         modality: DICOM Modality (DX, CR, ...).
+        body_part: DICOM BodyPartExamined (KNEE, LEG, ...).
         laterality: ImageLaterality, else Laterality (``R``/``L``/``B``...).
         view_position: ViewPosition (PA, AP, ...).
         sop_instance_uid, patient_id: Identifiers, carried into prediction tables.
@@ -108,6 +109,7 @@ class RadiographMeta:
     transfer_syntax_uid: str | None = None
     transfer_syntax_name: str | None = None
     modality: str | None = None
+    body_part: str | None = None
     laterality: str | None = None
     view_position: str | None = None
     sop_instance_uid: str | None = None
@@ -565,6 +567,7 @@ def _dicom_meta(ds: Any, path: Path, file_size: int) -> dict[str, Any]:
         "transfer_syntax_uid": None if ts is None else str(ts),
         "transfer_syntax_name": ts_name,
         "modality": _opt_str(_get(ds, "Modality")),
+        "body_part": _opt_str(_get(ds, "BodyPartExamined")),
         "laterality": _opt_str(_get(ds, "ImageLaterality")) or _opt_str(_get(ds, "Laterality")),
         "view_position": _opt_str(_get(ds, "ViewPosition")),
         "sop_instance_uid": _opt_str(_get(ds, "SOPInstanceUID")),
