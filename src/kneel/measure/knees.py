@@ -208,6 +208,8 @@ def _from_table(path: Path, images: PathLike | None, fallback: tuple[float, floa
             sp, found = image_spacing(file, None)
             sets["paths"][i] = found
             candidates.append((sp, "image"))
+            if found is None and fallback is None:
+                sets["errors"][i] = "radiograph not found (give --images DIR) and no other pixel spacing"
         candidates.append((fallback, "--spacing"))
         _resolve(sets, int(i), candidates)
     mirrored = None
