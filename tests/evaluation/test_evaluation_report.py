@@ -74,10 +74,12 @@ def test_matching_without_spacing_fails_loudly():
 def test_summary_rows_for_kl_subsets():
     gt = _gt(4)
     knees = match_predictions(_pred(gt, 10.0), gt, name="p")  # 2 mm everywhere
-    table = summary_table([knees], (1.0, 2.0))
+    table = summary_table([knees], (1.0, 2.0), grouping="cv")
     assert set(table["subset"]) == {"all", "KL0", "KL1", "KL2", "KL3", "no-OA (KL<2)", "OA (KL>=2)"}
-    assert set(table["grouping"]) == {"cv", "test"}
-    row = table[(table["subset"] == "all") & (table["grouping"] == "cv")].iloc[0]
+    assert set(table["grouping"]) == {"cv"}  # one grouping per table: no duplicated rows
+    assert not table.duplicated(["set", "subset"]).any()
+    assert set(summary_table([knees], (1.0, 2.0))["grouping"]) == {"test"}
+    row = table[table["subset"] == "all"].iloc[0]
     assert row["knees"] == 8
     assert row["recall_1mm_mean"] == 0.0 and row["recall_2mm_mean"] == pytest.approx(100.0)
     assert row["out_pct"] == 0.0 and row["mean_mm"] == pytest.approx(2.0)
@@ -185,6 +187,7 @@ def test_kl_table_overrides_ground_truth_grades(tmp_path: Path):
     knees = report.sets[0]
     assert np.array_equal(knees.kl, [3, 4, 1, np.nan], equal_nan=True)
     subsets = set(report.summary["subset"])
-    assert {"KL1", "KL3", "KL4", "no-OA (KL<2)", "OA (KL>=2)"} <= subsets
-    oa = report.summary[(report.summary["subset"] == "OA (KL>=2)") & (report.summary["grouping"] == "cv")].iloc[0]
+    assert {"KL3", "KL4", "no-OA (KL<2)", "OA (KL>=2)"} <= subsets
+    assert "KL1" not in subsets  # the only no-OA knee: its row would repeat the no-OA row
+    oa = report.summary[report.summary["subset"] == "OA (KL>=2)"].iloc[0]
     assert oa["knees"] == 2

@@ -32,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spacing", type=float, metavar="MM", help="fallback pixel spacing when nothing else gives one"
     )
+    parser.add_argument(
+        "--grouping",
+        choices=("test", "cv"),
+        default="test",
+        help="bone grouping of the recall columns: test (tibia 0,4,8 / femur 9,12,15) or cv (0,8 / 9,15); "
+        "default %(default)s",
+    )
     parser.add_argument("--title", default="Landmark evaluation", help="report title")
     parser.add_argument("--no-examples", action="store_true", help="skip the example ROI pictures")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -51,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         title=args.title,
         examples=not args.no_examples,
+        grouping=args.grouping,
     )
     print(report.markdown.read_text(encoding="utf-8"))
     print(f"report: {report.html}")

@@ -125,7 +125,8 @@ def run_demo(
             config,
             paths.data,
             paths.model,
-            overrides=[f"epochs={epochs}", f"folds={settings.folds}"],
+            # num_threads=0: the demo's own thread count (set_threads above), not the config's single thread.
+            overrides=[f"epochs={epochs}", f"folds={settings.folds}", "num_threads=0"],
             init_from=paths.model / "lc" if stage == "hc" else None,
             device="cpu",
             progress=progress,
@@ -206,13 +207,14 @@ def run_demo(
             images=paths.test_cohort,
             names=[SET_NAMES[g] for g in GEOMETRIES] + [SET_NAMES["baseline"]],
             title="Held-out synthetic films: exact vs reference geometry (same weights)",
+            device="cpu",
         )
         return {"headline": {s.name: report.headline(s.name) for s in report.sets}, "notes": report.notes}
 
     runner.run(
         "evaluate",
         "evaluate the held-out predictions",
-        {"version": 1},
+        {"version": 2},  # 2: one grouping, bootstrap confidence intervals
         evaluate_test,
         outputs=[paths.evaluation / "report.html"],
         clear=[paths.evaluation],
@@ -221,13 +223,13 @@ def run_demo(
 
     def evaluate_cv() -> dict[str, Any]:
         mod = require("kneel.evaluation", "evaluate-cv")
-        reports = mod.evaluate_cv(paths.model, out=paths.evaluation_cv)
+        reports = mod.evaluate_cv(paths.model, out=paths.evaluation_cv, device="cpu")
         return {"headline": {stage: r.headline() for stage, r in reports.items()}}
 
     runner.run(
         "evaluate_cv",
         "evaluate the out-of-fold (cross-validation) predictions",
-        {"version": 1},
+        {"version": 2},
         evaluate_cv,
         outputs=[paths.evaluation_cv / "hc" / "report.html"],
         clear=[paths.evaluation_cv],

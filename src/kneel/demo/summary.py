@@ -1,8 +1,9 @@
 """The demo's own report: headline numbers, did the models learn, exact vs reference geometry, steps and timings.
 
 It reads what the evaluation steps wrote (``summary.csv``, ``landmarks.csv``, pictures) and the training logs
-(``fold_<k>/metrics.csv``), adds two pictures (training curves, a film overlay) and writes ``report.html`` (one
-self-contained file) and ``summary.md`` (the same numbers in Markdown, for notes and the README).
+(``fold_<k>/metrics.csv``), adds two pictures (training curves with failed folds flagged, a film overlay) and writes
+``report.html`` (one self-contained, stamped file) and ``summary.md`` (the same numbers in Markdown, for notes and
+the README).
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
-import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from kneel.evaluation.history import FAILED_RATIO, FoldHistory, history_table, read_histories  # noqa: E402
+from kneel.evaluation.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED  # noqa: E402
+from kneel.evaluation.plots import plot_training_curves  # noqa: E402
 from kneel.evaluation.report import HtmlReport  # noqa: E402
-from kneel.evaluation.tables import to_markdown  # noqa: E402
+from kneel.evaluation.tables import format_summary, to_markdown  # noqa: E402
 from kneel.io.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from kneel.landmarks import CENTRE_LANDMARK, LANDMARKS  # noqa: E402
 
@@ -28,7 +31,10 @@ if TYPE_CHECKING:
     from kneel.demo.pipeline import DemoPaths, DemoSettings
     from kneel.demo.steps import StepRunner
 
-__all__ = ["write_demo_report", "headline_table", "plot_training_curves", "plot_film_overlay"]
+__all__ = ["write_demo_report", "headline_table", "plot_film_overlay", "DEVICE"]
+
+DEVICE = "cpu"
+"""The demo trains and predicts on the CPU; its report's stamp names that device."""
 
 SYNTHETIC_NOTE = (
     "SYNTHETIC DATA. These numbers come from synthetic radiographs (kneel synth) and tiny CPU models trained for a "
@@ -53,70 +59,35 @@ def _row(summary: pd.DataFrame, subset: str, grouping: str, set_name: str | None
 
 
 def headline_table(paths: DemoPaths, thresholds: tuple[float, ...] = (1.0, 1.5, 2.0, 2.5)) -> pd.DataFrame:
-    """One row per result: held-out sets (test grouping) and out-of-fold stages (cv grouping, or LC's centre)."""
-    entries: list[tuple[str, pd.Series]] = []
+    """One row per result: held-out sets (test grouping) and out-of-fold stages (cv grouping, or LC's centre).
+
+    Cells are ``value (95 % CI)``; a result with 0 recall at every threshold says so once
+    (:func:`kneel.evaluation.tables.format_summary`).
+    """
+    rows: list[pd.Series] = []
     test = pd.read_csv(paths.evaluation / "summary.csv")
     for name in test["set"].unique():
-        row = _row(test, "all", "test", name)
+        row = _row(test, "all", test.loc[test["set"] == name, "grouping"].iloc[0], name)
         if row is not None:
-            entries.append((f"held-out films: {name}", row))
+            row = row.copy()
+            row["set"] = f"held-out films: {name}"
+            rows.append(row)
     for stage, label in (("hc", "HC out-of-fold (ROI on true T4)"), ("lc", "LC out-of-fold (knee centre T4)")):
         path = paths.evaluation_cv / stage / "summary.csv"
         if path.is_file():
             cv = pd.read_csv(path)
-            row = _row(cv, "all", "cv") if (cv["grouping"] == "cv").any() else _row(cv, "all", "landmarks")
+            row = _row(cv, "all", cv["grouping"].iloc[0])
             if row is not None:
-                entries.append((label, row))
-    records = []
-    for label, row in entries:
-        rec = {"Result": label, "Knees": int(row["knees"]), "Grouping": row["grouping"]}
-        rec["Mean (mm)"] = f"{row['mean_mm']:.2f}"
-        rec["Median (mm)"] = f"{row['median_mm']:.2f}"
-        for t in thresholds:
-            rec[f"R@{t:g} mm (%)"] = f"{row[f'recall_{t:g}mm_mean']:.1f} ± {row[f'recall_{t:g}mm_std']:.1f}"
-        rec["% out (≥10 mm)"] = f"{row['out_pct']:.1f}"
-        records.append(rec)
-    return pd.DataFrame(records)
+                row = row.copy()
+                row["set"] = label
+                rows.append(row)
+    table = pd.DataFrame(rows).reset_index(drop=True)
+    display = format_summary(table, thresholds, subsets=False, sets=True)
+    return display.rename(columns={"Set": "Result", "N": "Knees"})
 
 
-def plot_training_curves(model_dir: Path, path: Path) -> Path | None:
-    """Validation mean error (mm) per epoch of every fold, one panel per stage (from ``fold_<k>/metrics.csv``)."""
-    stages = [s for s in ("lc", "hc") if any((model_dir / s).glob("fold_*/metrics.csv"))]
-    if not stages:
-        return None
-    fig, axes = plt.subplots(1, len(stages), figsize=(5.0 * len(stages), 3.5), squeeze=False)
-    for ax, stage in zip(axes[0], stages, strict=True):
-        for metrics in sorted((model_dir / stage).glob("fold_*/metrics.csv")):
-            table = pd.read_csv(metrics)
-            if {"epoch", "val_mean_mm"} <= set(table.columns):
-                ax.plot(table["epoch"], table["val_mean_mm"], marker="o", markersize=3, label=metrics.parent.name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation mean error (mm)")
-        ax.set_title(f"{stage.upper()} stage: validation error per epoch")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500]))
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def training_progress(model_dir: Path) -> dict[str, tuple[float, float]]:
-    """Per stage: (mean over folds of the first epoch's validation error, mean of the best epoch's), in mm."""
-    out = {}
-    for stage in ("lc", "hc"):
-        first, best = [], []
-        for metrics in sorted((model_dir / stage).glob("fold_*/metrics.csv")):
-            table = pd.read_csv(metrics)
-            if "val_mean_mm" in table.columns and len(table):
-                first.append(float(table["val_mean_mm"].iloc[0]))
-                best.append(float(table["val_mean_mm"].min()))
-        if first:
-            out[stage] = (float(np.mean(first)), float(np.mean(best)))
-    return out
+def _histories(paths: DemoPaths) -> list[FoldHistory]:
+    return read_histories(paths.model)
 
 
 def plot_film_overlay(paths: DemoPaths, errors_exact: pd.DataFrame, errors_reference: pd.DataFrame | None, path: Path):
@@ -256,10 +227,21 @@ def _learned_statements(paths: DemoPaths, runner: StepRunner) -> list[str]:
             f"{exact['mean_mm']:.2f} mm with the exact geometry ({ref['mean_mm'] - exact['mean_mm']:+.2f} mm){paired}; "
             f"recall at 2.5 mm {ref['recall_2.5mm_mean']:.1f} % vs {exact['recall_2.5mm_mean']:.1f} %."
         )
-    for stage, (first, best) in training_progress(paths.model).items():
+    histories = _histories(paths)
+    for stage in dict.fromkeys(h.stage for h in histories):
+        folds = [h for h in histories if h.stage == stage]
+        first = float(np.mean([h.first_mm for h in folds]))
+        kept = float(np.mean([h.best_mm for h in folds]))
+        failed = [h.fold for h in folds if h.failed]
+        verdict = (
+            f" {len(failed)} of {len(folds)} folds FAILED TO LEARN ({', '.join(failed)}: kept error not below "
+            f"{FAILED_RATIO:.0%} of the first epoch's)."
+            if failed
+            else ""
+        )
         lines.append(
-            f"{stage.upper()} training: validation mean error {first:.2f} mm after the first epoch, {best:.2f} mm at "
-            f"the best epoch (mean over folds)."
+            f"{stage.upper()} training: validation mean error {first:.2f} mm after the first epoch, {kept:.2f} mm at "
+            f"the kept epoch (mean over folds).{verdict}"
         )
     return lines
 
@@ -270,7 +252,8 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
     headline = headline_table(paths)
     learned = _learned_statements(paths, runner)
     comparison = _exact_vs_reference(paths)
-    curves = plot_training_curves(paths.model, out / "training_curves.png")
+    histories = _histories(paths)
+    curves = plot_training_curves(histories, out / "training_curves.png")
     errors_exact = paths.evaluation / "errors_exact_geometry.csv"
     errors_ref = paths.evaluation / "errors_reference_geometry.csv"
     overlay = None
@@ -300,7 +283,14 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
     )
     cohorts = {r: runner.results[r].info for r in ("synth_train", "synth_test") if r in runner.results}
 
-    doc = HtmlReport("kneel demo: synthetic cohort → prepare → train → predict → evaluate")
+    recall_note = (
+        "Mean: mean landmark error (mm). R@t: share of knees whose bone error (mean of the bone's landmark errors) "
+        "is ≤ t mm, averaged over tibia and femur (test grouping 0,4,8 / 9,12,15 for held-out films; cv grouping "
+        "0,8 / 9,15 out of fold; the LC stage's knee centre T4 alone). In brackets: 95 % bootstrap confidence "
+        f"interval ({BOOTSTRAP_RESAMPLES} resamples of the knees, seed {BOOTSTRAP_SEED}). % out: knees with any "
+        "landmark ≥ 10 mm."
+    )
+    doc = HtmlReport("kneel demo: synthetic cohort → prepare → train → predict → evaluate", device=DEVICE)
     doc.paragraph(SYNTHETIC_NOTE, css="note")
     doc.paragraph(
         f"Training cohort: {cohorts.get('synth_train', {}).get('films', '?')} films "
@@ -308,19 +298,20 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         f"{cohorts.get('synth_test', {}).get('films', '?')} films ({cohorts.get('synth_test', {}).get('knees', '?')} "
         f"knees), shapes drawn from disjoint halves of the published annotations. Models: {settings.lc_config}, "
         f"{settings.hc_config}, {settings.folds} folds, {settings.lc_epochs} / {settings.hc_epochs} epochs, HC "
-        "initialised from LC. The held-out films go through the whole pipeline (LC knee centres, HC landmarks, "
-        "5-fold ensembles)."
+        f"initialised from LC. The held-out films go through the whole pipeline (LC knee centres, HC landmarks, "
+        f"{settings.folds}-fold ensembles)."
     )
     doc.heading("Headline numbers")
-    doc.table(
-        headline,
-        "Recall: mean ± std over tibia and femur (test grouping 0,4,8 / 9,12,15 for held-out films; "
-        "cv grouping 0,8 / 9,15 for out-of-fold). Mean/median over all landmarks.",
-    )
+    doc.table(headline, recall_note)
     doc.heading("Did the models learn?")
     doc.bullets(learned)
     if curves is not None:
-        doc.image(curves, "Validation error per epoch, every fold (log scale).")
+        doc.image(
+            curves,
+            "Training loss and validation mean error per epoch, every fold; ★ the kept epoch (lowest validation "
+            f"loss); dashed: failed to learn (kept error not below {FAILED_RATIO:.0%} of the first epoch's).",
+        )
+        doc.table(history_table(histories))
     if overlay is not None:
         doc.image(
             overlay, "Median held-out knee: ground truth (green), exact geometry (red), reference geometry (blue)."
@@ -335,27 +326,36 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
     )
     if comparison is not None:
         doc.table(comparison)
-    doc.image(paths.evaluation / "cumulative.png", "Cumulative error curves on the held-out films.")
+    doc.heading("Held-out films")
+    doc.image(
+        paths.evaluation / "cumulative.png",
+        "Cumulative error curves on the held-out films; a set far worse than the best (the no-learning baseline) "
+        "is drawn in its own panel with its own axis.",
+    )
     doc.image(paths.evaluation / "landmark_boxes.png", "Error per landmark on the held-out films.")
-    doc.heading("Held-out films: full tables")
     test_summary = pd.read_csv(paths.evaluation / "summary.csv")
-    from kneel.evaluation.tables import format_summary
-
-    doc.table(format_summary(test_summary))
-    doc.image(paths.evaluation / "examples_exact_geometry.png", "Best / median / worst held-out knees (exact).")
+    by_group = test_summary[test_summary["subset"] != "all"].reset_index(drop=True)
+    if len(by_group):
+        doc.heading("By knee group", level=3)
+        doc.table(format_summary(by_group), "KL grades from the ground truth; no-OA = KL 0-1, OA = KL 2-4.")
+    doc.image(
+        paths.evaluation / "examples_exact_geometry.png",
+        "Best / median / worst held-out knees of each KL group (exact geometry).",
+    )
     doc.paragraph(f"Complete evaluation report: {paths.evaluation / 'report.html'}")
     doc.heading("Cross-validation (out-of-fold) results")
-    for stage in ("lc", "hc"):
-        path = paths.evaluation_cv / stage / "summary.csv"
-        if path.is_file():
-            doc.heading(f"{stage.upper()} stage", level=3)
-            doc.table(format_summary(pd.read_csv(path)))
-            doc.image(paths.evaluation_cv / stage / "cumulative.png")
-    doc.heading("Steps")
-    doc.table(
-        steps,
-        timing,
+    doc.paragraph(
+        "The headline table has every stage's all-knee row; the curves below show the whole distribution. Tables "
+        "per knee group, box plots and training curves of each stage: evaluation/cv/<stage>/report.html."
     )
+    for stage in ("lc", "hc"):
+        if (paths.evaluation_cv / stage / "summary.csv").is_file():
+            doc.image(
+                paths.evaluation_cv / stage / "cumulative.png",
+                f"{stage.upper()} stage, out-of-fold predictions (prepared-image frame).",
+            )
+    doc.heading("Steps")
+    doc.table(steps, timing)
     doc.heading("Reproduce")
     doc.code(
         f"kneel demo --out {out} --train-images {settings.train_images} --test-images {settings.test_images} "
@@ -367,6 +367,8 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
     md = [
         "# kneel demo: results on synthetic data",
         "",
+        f"_{doc.stamp}_",
+        "",
         f"> {SYNTHETIC_NOTE}",
         "",
         f"Training cohort {cohorts.get('synth_train', {}).get('films', '?')} synthetic films, held-out cohort "
@@ -374,8 +376,7 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         f"{settings.lc_epochs}/{settings.hc_epochs} epochs, LC → HC transfer), CPU only.",
         "",
         to_markdown(headline),
-        "Recall: mean ± std over tibia and femur (test grouping 0,4,8 / 9,12,15 on held-out films; cv grouping "
-        "0,8 / 9,15 out-of-fold); % out = knees with any landmark ≥ 10 mm.",
+        recall_note,
         "",
         "## Did the models learn?",
         "",

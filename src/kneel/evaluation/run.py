@@ -1,10 +1,11 @@
 """``kneel evaluate`` and ``kneel evaluate-cv``: compare landmark tables with ground truth and write a full report.
 
-One call produces, in ``out``: ``summary.{csv,md,tex}`` (the paper's grouped recall, % out, mean/median error per
-prediction set and knee subset), ``landmarks.{csv,md,tex}`` (per-landmark statistics), ``errors_<set>.csv`` (every
-paired landmark with its error), ``missing_<set>.csv`` when predictions are missing, ``cumulative.{png,svg}``,
-``landmark_boxes.png``, ``examples_<set>.png`` (when images are available), ``summary_short.md`` and
-``report.html`` (everything above in one self-contained file).
+One call produces, in ``out``: ``summary.{csv,md,tex}`` (mean error and the paper's grouped recall with bootstrap
+95 % confidence intervals, % out, per prediction set and knee subset, one bone grouping), ``landmarks.{csv,md,tex}``
+(per-landmark statistics), ``errors_<set>.csv`` (every paired landmark with its error), ``missing_<set>.csv`` when
+predictions are missing, ``cumulative.{png,svg}``, ``landmark_boxes.png``, ``examples_<set>.png`` (when images are
+available), ``training_curves.png`` (when given a training stage), ``summary_short.md`` and ``report.html``
+(everything above in one self-contained file, stamped with the versions, commit, device and date).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from kneel.errors import KneelError
+from kneel.evaluation.history import FAILED_RATIO, FoldHistory, history_table, read_histories
 from kneel.evaluation.matching import (
     EvaluationInputError,
     MatchedKnees,
@@ -27,12 +29,20 @@ from kneel.evaluation.matching import (
     read_kl_table,
     read_table,
 )
-from kneel.evaluation.metrics import DEFAULT_THRESHOLDS, OUTLIER_MM
-from kneel.evaluation.plots import plot_cumulative, plot_examples, plot_landmark_boxes
-from kneel.evaluation.report import HtmlReport
+from kneel.evaluation.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, DEFAULT_THRESHOLDS, OUTLIER_MM
+from kneel.evaluation.plots import (
+    far_note,
+    plot_cumulative,
+    plot_examples,
+    plot_landmark_boxes,
+    plot_training_curves,
+    split_far_sets,
+)
+from kneel.evaluation.report import HtmlReport, run_stamp
 from kneel.evaluation.tables import (
     format_landmarks,
     format_summary,
+    landmark_overview,
     landmark_table,
     summary_table,
     to_markdown,
@@ -41,7 +51,17 @@ from kneel.evaluation.tables import (
 from kneel.io.atomic import atomic_write_text
 from kneel.landmarks import LANDMARKS
 
-__all__ = ["EvaluationReport", "evaluate", "evaluate_cv", "parse_thresholds", "headline"]
+__all__ = [
+    "EvaluationReport",
+    "evaluate",
+    "evaluate_cv",
+    "parse_thresholds",
+    "headline",
+    "build_html",
+    "summary_sections",
+    "training_section",
+    "recall_definition",
+]
 
 PathLike = str | os.PathLike[str]
 
@@ -59,6 +79,10 @@ class EvaluationReport:
     markdown: Path
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """The notes a reader must see first (missing predictions, unpaired knees, skipped pictures)."""
+    histories: list[FoldHistory] = field(default_factory=list)
+    stamp: str = ""
 
     def headline(self, name: str | None = None) -> dict[str, float]:
         """Key numbers of one set (default: the first) over all knees; see :func:`headline`."""
@@ -66,7 +90,8 @@ class EvaluationReport:
 
 
 def headline(report: EvaluationReport, name: str | None = None) -> dict[str, float]:
-    """Mean/median error (mm), recall at each threshold (%, test grouping when available) and % out, all knees."""
+    """Mean/median error (mm) with the mean's 95 % CI, recall at each threshold (%, the report's grouping) and % out,
+    all knees."""
     name = name or report.sets[0].name
     rows = report.summary[(report.summary["set"] == name) & (report.summary["subset"] == "all")]
     if rows.empty:
@@ -76,6 +101,8 @@ def headline(report: EvaluationReport, name: str | None = None) -> dict[str, flo
         "knees": float(row["knees"]),
         "knees_missing": float(row["knees_missing"]),
         "mean_mm": float(row["mean_mm"]),
+        "mean_mm_ci_low": float(row["mean_mm_ci_low"]),
+        "mean_mm_ci_high": float(row["mean_mm_ci_high"]),
         "median_mm": float(row["median_mm"]),
     }
     for t in report.thresholds:
@@ -213,6 +240,9 @@ def evaluate(
     spacing: float | None = None,
     title: str = "Landmark evaluation",
     examples: bool = True,
+    grouping: str = "test",
+    training: PathLike | None = None,
+    device: str | None = None,
 ) -> EvaluationReport:
     """Compare one or more prediction tables with the ground truth and write tables, pictures and ``report.html``.
 
@@ -226,7 +256,12 @@ def evaluate(
         names: labels of the prediction sets (default: file stems).
         spacing: fallback pixel spacing in mm for knees with no other source.
         title: report title.
-        examples: draw worst/median/best example ROIs when images can be found.
+        examples: draw worst/median/best example knees when images can be found.
+        grouping: bone grouping of the recall columns, ``test`` (0, 4, 8 / 9, 12, 15) or ``cv`` (0, 8 / 9, 15); the
+            other one (or every landmark) when the ground truth lacks its landmarks.
+        training: a training run or stage folder (``fold_<k>/metrics.csv``): adds training curves and the
+            failed-fold verdicts.
+        device: device named in the report's stamp (default: what torch finds here).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +275,10 @@ def evaluate(
     img = _Images(images_dir)
     truth = read_ground_truth(gt, spacing_of=img.spacing_of if images_dir is not None else None)
     kl_table = read_kl_table(kl) if kl is not None else None
+    if grouping not in ("test", "cv"):
+        raise EvaluationInputError(f"grouping must be 'test' or 'cv', got {grouping!r}")
     notes: list[str] = []
+    warnings: list[str] = []
 
     sets = []
     for path, name in zip(pred_paths, _set_names(pred_paths, names), strict=True):
@@ -255,9 +293,15 @@ def evaluate(
         sets.append(knees)
 
     files: list[Path] = []
-    summary = summary_table(sets, thr)
+    summary = summary_table(sets, thr, grouping)
     landmarks = landmark_table(sets, thr)
-    files += write_table(summary, format_summary(summary, thr), out / "summary", caption=title)
+    files += write_table(
+        summary,
+        format_summary(summary, thr),
+        out / "summary",
+        caption=title,
+        latex=format_summary(summary, thr, style="paper"),
+    )
     files += write_table(landmarks, format_landmarks(landmarks, thr), out / "landmarks", caption=title)
     for knees in sets:
         slug = _slug(knees.name)
@@ -269,26 +313,29 @@ def evaluate(
             atomic_write_text(p, knees.missing.to_csv(index=False))
             files.append(p)
             n_knees = len(knees.missing.drop_duplicates(["file", "side"]))
-            notes.append(
+            warnings.append(
                 f"{knees.name}: {len(knees.missing)} ground-truth landmarks ({n_knees} knees) have no prediction; "
                 f"they are excluded from the statistics and listed in {p.name}."
             )
         if len(knees.unmatched):
-            notes.append(f"{knees.name}: {len(knees.unmatched)} predicted knees have no ground truth (ignored).")
+            warnings.append(f"{knees.name}: {len(knees.unmatched)} predicted knees have no ground truth (ignored).")
         sources = pd.Series(knees.spacing_source).value_counts()
         notes.append(f"{knees.name}: pixel spacing from " + ", ".join(f"{s} ({n} knees)" for s, n in sources.items()))
 
-    files += plot_cumulative(sets, out / "cumulative", title=title)
+    files += plot_cumulative(sets, out / "cumulative", thr)
     files.append(plot_landmark_boxes(sets, out / "landmark_boxes.png"))
     example_paths: dict[str, Path] = {}
     if examples:
         for knees in sets:
             path = plot_examples(knees, img.loader(knees), out / f"examples_{_slug(knees.name)}.png")
             if path is None:
-                notes.append(f"{knees.name}: example ROIs skipped: images not found (give --images DIR).")
+                warnings.append(f"{knees.name}: example knees skipped: images not found (give --images DIR).")
             else:
                 example_paths[knees.name] = path
                 files.append(path)
+    histories = read_histories(training) if training is not None else []
+    if histories:
+        files.append(plot_training_curves(histories, out / "training_curves.png"))
 
     report = EvaluationReport(
         out=out,
@@ -299,21 +346,49 @@ def evaluate(
         html=out / "report.html",
         markdown=out / "summary_short.md",
         files=files,
-        notes=notes,
+        notes=warnings + notes,
+        warnings=warnings,
+        histories=histories,
+        stamp=run_stamp(device),
     )
     atomic_write_text(report.markdown, short_markdown(report))
-    build_html(report, example_paths, title).write(report.html)
+    build_html(report, example_paths, title, device).write(report.html)
     files += [report.markdown, report.html]
     return report
+
+
+_GROUPING_TEXT = {
+    "test": "test grouping: tibia = landmarks 0, 4, 8, femur = 9, 12, 15",
+    "cv": "cv grouping: tibia = landmarks 0, 8, femur = 9, 15",
+}
+
+
+def recall_definition(report: EvaluationReport) -> str:
+    """What the recall and interval cells mean, in one paragraph."""
+    recall = []
+    for grouping in report.summary["grouping"].unique():
+        if grouping in _GROUPING_TEXT:
+            recall.append(
+                "share of knees whose bone error (mean of the bone's landmark errors) is ≤ t mm, averaged over tibia "
+                f"and femur ({_GROUPING_TEXT[grouping]})"
+            )
+        else:
+            names = ", ".join(LANDMARKS[k].name for k in report.sets[0].evaluated_landmarks)
+            recall.append(f"share of knees whose mean error over the evaluated landmarks ({names}) is ≤ t mm")
+    return (
+        f"Mean: mean landmark error over all evaluated landmarks (mm). R@t: {'; '.join(recall)}. In brackets: 95 % "
+        f"bootstrap confidence interval ({BOOTSTRAP_RESAMPLES} resamples of the knees with replacement, seed "
+        f"{BOOTSTRAP_SEED}, percentile method). % out: knees with any landmark error ≥ {OUTLIER_MM:g} mm."
+    )
 
 
 def short_markdown(report: EvaluationReport) -> str:
     """A compact Markdown summary: the all-knees / no-OA / OA rows of each set, and the notes."""
     keep = report.summary["subset"].isin(["all", "no-OA (KL<2)", "OA (KL>=2)"])
     text = [
-        "Recall (%) at each threshold is the mean ± std over tibia and femur "
-        "(cv: landmarks 0,8 / 9,15; test: 0,4,8 / 9,12,15); "
-        f"% out = knees with any landmark ≥ {OUTLIER_MM:g} mm.",
+        f"_{report.stamp}_",
+        "",
+        recall_definition(report),
         "",
         to_markdown(format_summary(report.summary[keep].reset_index(drop=True), report.thresholds)),
     ]
@@ -322,43 +397,91 @@ def short_markdown(report: EvaluationReport) -> str:
     return "\n".join(text)
 
 
-def build_html(report: EvaluationReport, example_paths: dict[str, Path], title: str) -> HtmlReport:
-    """The evaluation report as an :class:`HtmlReport` (the demo appends its own sections before writing)."""
+def build_html(
+    report: EvaluationReport, example_paths: dict[str, Path], title: str, device: str | None = None
+) -> HtmlReport:
+    """The evaluation report as an :class:`HtmlReport` (the demo builds its own from the same parts)."""
     thr = report.thresholds
-    doc = HtmlReport(title)
+    doc = HtmlReport(title, stamp=report.stamp or None, device=device)
     doc.paragraph(
         "Prediction sets: "
         + "; ".join(f"{k.name} ({k.num_knees} knees, {len(k.evaluated_landmarks)} landmarks)" for k in report.sets)
     )
-    if report.notes:
-        doc.heading("Notes")
-        doc.bullets(report.notes)
+    for warning in report.warnings:
+        doc.paragraph(warning, css="note")
     for knees in report.sets:
         if len(knees.missing):
             doc.paragraph(f"Missing predictions in {knees.name} (first 20):", css="note")
             doc.table(knees.missing.head(20))
-    doc.heading("Summary")
-    doc.paragraph(
-        "Recall at t mm: share of knees whose bone error (mean of the group's landmark errors) is ≤ t, shown as "
-        "mean ± std over tibia and femur. Grouping cv: tibia = landmarks 0, 8, femur = 9, 15; test: tibia = 0, 4, 8, "
-        f"femur = 9, 12, 15. % out: knees with any landmark error ≥ {OUTLIER_MM:g} mm. Errors in mm over all "
-        "evaluated landmarks."
-    )
-    doc.table(format_summary(report.summary, thr))
+    summary_sections(doc, report)
+    close, far = split_far_sets(report.sets)
     doc.heading("Cumulative error curves")
-    doc.image(report.out / "cumulative.png", "Share of landmarks with error ≤ x mm (all evaluated landmarks).")
+    doc.image(
+        report.out / "cumulative.png",
+        "Share of landmarks with error ≤ x mm (all evaluated landmarks); dotted lines at the recall thresholds. "
+        + far_note(close, far),
+    )
     doc.heading("Error per landmark")
-    doc.image(report.out / "landmark_boxes.png", "Landmark errors (mm), all knees.")
-    all_rows = report.landmarks[report.landmarks["subset"] == "all"].reset_index(drop=True)
-    doc.table(format_landmarks(all_rows, thr), "Per-landmark statistics, all knees (every subset in landmarks.csv).")
+    doc.image(report.out / "landmark_boxes.png", "Landmark errors (mm), all knees. " + far_note(close, far))
+    doc.table(
+        landmark_overview(report.landmarks, thr),
+        f"All knees; the last column of each set: landmarks with error ≤ {max(thr):g} mm (%). Every knee subset "
+        "and statistic (std, 95th percentile, recall at each threshold): landmarks.csv.",
+    )
     if example_paths:
         doc.heading("Examples")
         for name, path in example_paths.items():
-            doc.image(path, f"{name}: green circles ground truth, red crosses prediction.")
+            doc.image(path, f"{name}: best, median and worst knees of each KL group.")
+    if report.histories:
+        training_section(doc, report.histories, report.out / "training_curves.png")
+    if len(report.notes) > len(report.warnings):
+        doc.heading("Notes")
+        doc.bullets([n for n in report.notes if n not in report.warnings])
     doc.heading("Files")
     doc.bullets(sorted({p.name for p in report.files} | {"report.html", "summary_short.md"}))
-    doc.paragraph(f"Landmarks: {', '.join(f'{lm.index}={lm.name}' for lm in LANDMARKS)}.")
     return doc
+
+
+def summary_sections(doc: HtmlReport, report: EvaluationReport, heading: str = "Summary") -> None:
+    """The summary table (all knees, one row per set), the per-KL-group table and the paper-style cells."""
+    thr = report.thresholds
+    table = report.summary
+    doc.heading(heading)
+    doc.paragraph(recall_definition(report))
+    overall = table[table["subset"] == "all"].reset_index(drop=True)
+    doc.table(format_summary(overall, thr), "All knees.")
+    by_group = table[table["subset"] != "all"].reset_index(drop=True)
+    if len(by_group):
+        doc.heading("By knee group", level=3)
+        doc.table(format_summary(by_group, thr), "KL grades from the ground truth; no-OA = KL 0-1, OA = KL 2-4.")
+    doc.details(
+        "Paper-style cells: recall as mean ± std over tibia and femur, every knee group (as in summary.tex)",
+        format_summary(table, thr, style="paper"),
+    )
+
+
+def training_section(doc: HtmlReport, histories: list[FoldHistory], picture: Path) -> None:
+    """Training curves and the per-fold verdicts (a fold failed to learn when its kept epoch's validation error is
+    not below 80 % of its first epoch's)."""
+    doc.heading("Training")
+    failed = [h for h in histories if h.failed]
+    if failed:
+        doc.paragraph(
+            f"{len(failed)} of {len(histories)} folds failed to learn: "
+            + ", ".join(f"{h.stage} {h.fold} ({h.first_mm:.2f} → {h.best_mm:.2f} mm)" for h in failed)
+            + ". Their weights are in the ensemble; retrain them (more epochs, another seed) before trusting it.",
+            css="note",
+        )
+    doc.image(
+        picture,
+        "Training loss and validation mean error per epoch, every fold; ★ the kept epoch (lowest validation loss); "
+        "dashed: failed to learn.",
+    )
+    doc.table(
+        history_table(histories),
+        f"Failed to learn: validation mean error at the kept epoch not below {FAILED_RATIO:.0%} of the first "
+        "epoch's. Folds trained for one epoch are not judged.",
+    )
 
 
 def evaluate_cv(
@@ -367,11 +490,14 @@ def evaluate_cv(
     out: PathLike | None = None,
     thresholds: str | Sequence[float] | None = None,
     images: PathLike | None = None,
+    device: str | None = None,
 ) -> dict[str, EvaluationReport]:
     """Report on the out-of-fold predictions of a training run, one report per stage.
 
     Looks for ``oof_predictions.csv`` + ``oof_ground_truth.csv`` in ``run_dir`` and in each of its sub-folders
-    (``MODEL/lc``, ``MODEL/hc``). Reports go to ``out/<stage>`` (default ``run_dir/evaluation/<stage>``).
+    (``MODEL/lc``, ``MODEL/hc``). Reports go to ``out/<stage>`` (default ``run_dir/evaluation/<stage>``); they use
+    the cv bone grouping and include the stage's training curves (``fold_<k>/metrics.csv``). ``device`` is named in
+    the stamp.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -392,6 +518,9 @@ def evaluate_cv(
             names=[f"{stage} out-of-fold"],
             title=f"Cross-validation ({stage}): out-of-fold predictions of {run_dir.name}",
             examples=images is not None,
+            grouping="cv",
+            training=stage_dir,
+            device=device,
         )
     return reports
 
