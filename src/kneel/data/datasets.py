@@ -63,7 +63,8 @@ class LandmarkDataset(Dataset):
         seed: base seed of the augmentation.
         input_spacing: mm per network-input pixel; the prepared image is resampled (anti-aliased) to it.
         scale: alternatively, the resampling factor (``prepared spacing / input_spacing``); give at most one.
-        cache: keep decoded images in memory (per process).
+        cache: keep decoded images in memory (per process); a dict is used as the store, so datasets over the same
+            prepared folder (training, validation, normalisation statistics) can share one.
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class LandmarkDataset(Dataset):
         *,
         input_spacing: float | None = None,
         scale: float | None = None,
-        cache: bool = False,
+        cache: bool | dict[str, np.ndarray] = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.stage = stage
@@ -104,8 +105,8 @@ class LandmarkDataset(Dataset):
         if self._rows:
             self.prepared_spacing = float(self._rows[0]["spacing_mm"])
         self.input_spacing = self.prepared_spacing if input_spacing is None else float(input_spacing)
-        self.cache = cache
-        self._images: dict[str, np.ndarray] = {}
+        self.cache = cache is not False
+        self._images: dict[str, np.ndarray] = cache if isinstance(cache, dict) else {}
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:

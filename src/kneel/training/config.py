@@ -82,11 +82,16 @@ class TrainConfig:
             busy machine, and the thread count is part of what makes CPU runs bit-reproducible.
         drop_last: drop the last incomplete training batch (as the reference).
         norm_max_images: compute the normalisation statistics on at most this many training images (0: all).
+        cache_images: keep the decoded prepared images in memory (per process) instead of reading and decoding each
+            PNG again every epoch (decoding costs 2-4 ms per image on a CPU, about 10 % of a tiny model's training
+            step). Memory: about 220 kB per high-cost ROI and 150 kB per low-cost image (off by default, for
+            OAI-sized data; on for the tiny configs).
         init_from: transfer learning: ``None`` (from scratch), ``auto`` (the low-cost models in the same output or
             ``--init-from``), or a model/stage folder.
         transfer_exclude: parameter names containing any of these are not transferred (``out_block``).
         amp: mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``, ``fp16`` or ``none``.
-        channels_last: channels-last memory format on CUDA.
+        channels_last: channels-last memory format (CUDA and CPU: about 18 % faster training steps for the tiny models
+            on a 2-core CPU).
         sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP.
         deterministic: ask PyTorch for deterministic kernels.
         tensorboard: write TensorBoard event files.
@@ -131,6 +136,7 @@ class TrainConfig:
     num_threads: int = 0
     drop_last: bool = True
     norm_max_images: int = 0
+    cache_images: bool = False
     init_from: str | None = None
     transfer_exclude: list[str] = field(default_factory=lambda: ["out_block"])
     amp: str = "auto"

@@ -200,7 +200,7 @@ class _Runner:
         self.device = ctx.device
         self.model = model
         self.criterion = criterion
-        self.channels_last = config.channels_last and self.device.type == "cuda"
+        self.channels_last = config.channels_last
         self.amp_dtype = _amp_dtype(config, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.optimizer = _make_optimizer(config, list(model.parameters()) + list(criterion.parameters()))
@@ -450,9 +450,19 @@ def _train_fold(
         {"input_spacing": geometry.input_spacing_mm} if geometry.input_spacing_mm else {"scale": geometry.scale}
     )
 
+    image_store: dict[str, np.ndarray] | bool = {} if config.cache_images else False
+
     def dataset(subj: list[int], aug: Any) -> LandmarkDataset:
         return LandmarkDataset(
-            data, config.stage, subj, aug, geometry.input_size, geometry.pad, config.seed, **spacing_kw
+            data,
+            config.stage,
+            subj,
+            aug,
+            geometry.input_size,
+            geometry.pad,
+            config.seed,
+            cache=image_store,
+            **spacing_kw,
         )
 
     train_subjects, val_subjects = subjects
@@ -495,7 +505,7 @@ def _train_fold(
         elif ctx.is_main:
             warnings.warn("sync_batchnorm needs CUDA (PyTorch has no CPU SyncBatchNorm); ignored", stacklevel=2)
     model = model.to(ctx.device)
-    if config.channels_last and ctx.device.type == "cuda":
+    if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     criterion = create_loss(config, train_ds.num_keypoints).to(ctx.device)
     runner = _Runner(config, ctx, model, criterion, mean, std)

@@ -1,0 +1,244 @@
+"""Calibrated landmark uncertainty: a radius in mm that holds the true landmark with a stated probability.
+
+The pipeline measures three raw signals per landmark, all in mm (:data:`SIGNALS`): the spread of the fold models'
+predictions (``spread``), the radius of the soft-argmax heatmap about its mean (``heatmap``), and how far the landmark
+moved between the first high-cost pass and the refined one (``refine_shift``). None of them is a probability.
+
+Calibration turns them into one: on knees with known landmarks that the models never saw (a held-out annotated set
+run through the whole pipeline, :func:`fit_calibration`), a log-linear *difficulty model* predicts each landmark's
+typical error from the log of the signals (plus one offset per landmark), fitted by least squares on half of the
+knees; on the other half, the ratio ``error / predicted error`` is ranked and its conformal quantile at the stated
+coverage becomes the multiplier (split-conformal calibration with a normalised score, pooled over landmarks). The
+radius of a new landmark is ``multiplier x predicted error``: if the new knee is exchangeable with the calibration
+knees, the true landmark lies inside the radius with probability at least ``coverage`` (over landmarks and knees),
+and the radius is large where the signals say the prediction is hard.
+
+Knee quality derives from the radii: a knee is ``"uncertain"`` when any of its landmarks' radius exceeds
+``flag_radius_mm`` (5 mm by default: at that size a landmark is of little use for measurements).
+
+The calibration is stored with the model (``MODEL/calibration.json``); :class:`~kneel.inference.Predictor` applies
+it when present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kneel.errors import KneelError
+from kneel.io.atomic import atomic_write_text
+from kneel.landmarks import NUM_LANDMARKS
+
+__all__ = [
+    "SIGNALS",
+    "CALIBRATION_FILE",
+    "DEFAULT_COVERAGE",
+    "DEFAULT_FLAG_RADIUS_MM",
+    "Calibration",
+    "CalibrationError",
+    "fit_calibration",
+    "signal_rank_correlations",
+]
+
+SIGNALS: tuple[str, ...] = ("spread", "heatmap", "refine_shift")
+"""Raw per-landmark signals in mm, in the order of the difficulty model's weights."""
+CALIBRATION_FILE = "calibration.json"
+DEFAULT_COVERAGE = 0.9
+DEFAULT_FLAG_RADIUS_MM = 5.0
+_FLOOR_MM = 0.05
+"""Signals and errors below this (mm) are treated as this before taking logs (sub-pixel noise)."""
+_RIDGE = 1e-3
+
+
+class CalibrationError(KneelError):
+    """Calibration cannot be fitted or read (too few knees, missing signals, a corrupt file)."""
+
+
+@dataclass
+class Calibration:
+    """A fitted uncertainty calibration (module docstring); JSON round-trips through :meth:`save`/:meth:`load`."""
+
+    coverage: float
+    signals: list[str]
+    weights: list[float]
+    """Difficulty model: ``log(error) ~ intercept + offsets[k] + sum_j weights[j] * log(signal_j)``."""
+    intercept: float
+    offsets: list[float]
+    multiplier: float
+    """Conformal quantile of ``error / predicted error`` on the held-back half."""
+    flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM
+    n_knees: int = 0
+    n_fit: int = 0
+    n_conformal: int = 0
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------------------------ apply
+    def expected_error_mm(self, signals: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Typical error (mm) per landmark from the signals: arrays of shape (..., 16); NaN where a signal is NaN."""
+        first = np.asarray(signals[self.signals[0]], dtype=np.float64)
+        log_err = np.full(first.shape, self.intercept) + np.asarray(self.offsets)[..., :]
+        for name, w in zip(self.signals, self.weights, strict=True):
+            log_err = log_err + w * np.log(np.maximum(np.asarray(signals[name], dtype=np.float64), _FLOOR_MM))
+        return np.exp(log_err)
+
+    def radius_mm(self, signals: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The calibrated radius (mm) per landmark at :attr:`coverage`, shape of the signals."""
+        return self.multiplier * self.expected_error_mm(signals)
+
+    def quality(self, radius_mm: np.ndarray) -> str:
+        """``"ok"`` or ``"uncertain"`` for one knee's (16,) radii (NaN counts as uncertain)."""
+        r = np.asarray(radius_mm, dtype=np.float64)
+        if not np.all(np.isfinite(r)) or float(np.max(r)) > self.flag_radius_mm:
+            return "uncertain"
+        return "ok"
+
+    # ------------------------------------------------------------------------------------------------------ files
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``calibration.json`` (``path`` is the file or the model folder); atomic."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CALIBRATION_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Calibration:
+        """Read ``calibration.json`` (the file or its model folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CALIBRATION_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            calibration = cls(**data)
+        except (OSError, ValueError, TypeError) as exc:
+            raise CalibrationError(f"unreadable uncertainty calibration: {exc}", path) from None
+        calibration._check(path)
+        return calibration
+
+    @classmethod
+    def find(cls, model_dir: str | Path) -> Calibration | None:
+        """The calibration stored in a model folder, or ``None`` when it has none."""
+        path = Path(model_dir) / CALIBRATION_FILE
+        return cls.load(path) if path.is_file() else None
+
+    def _check(self, path: Path | None = None) -> None:
+        unknown = [s for s in self.signals if s not in SIGNALS]
+        if unknown or len(self.weights) != len(self.signals) or len(self.offsets) != NUM_LANDMARKS:
+            raise CalibrationError(f"malformed uncertainty calibration (signals {self.signals})", path)
+        if not (0.0 < self.coverage < 1.0 and math.isfinite(self.multiplier) and self.multiplier > 0):
+            raise CalibrationError("malformed uncertainty calibration (coverage or multiplier)", path)
+
+
+# ---------------------------------------------------------------------------------------------------------- fitting
+def _design(signals: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """Rows (knee, landmark) -> [one-hot landmark (16), log signals]."""
+    n = np.asarray(signals[names[0]]).shape[0]
+    onehot = np.tile(np.eye(NUM_LANDMARKS), (n, 1))
+    logs = [np.log(np.maximum(np.asarray(signals[s], dtype=np.float64).reshape(-1), _FLOOR_MM)) for s in names]
+    return np.column_stack([onehot, *logs]) if logs else onehot
+
+
+def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
+    """The ``ceil((n + 1) coverage)``-th smallest score: the split-conformal threshold (inf if n is too small)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    rank = math.ceil((len(s) + 1) * coverage)
+    return float(s[rank - 1]) if rank <= len(s) else float("inf")
+
+
+def signal_rank_correlations(signals: Mapping[str, np.ndarray], errors: np.ndarray) -> dict[str, dict[str, float]]:
+    """Spearman correlation of each signal with the error, per landmark instance and per knee (mean over landmarks)."""
+    from scipy.stats import spearmanr
+
+    err = np.asarray(errors, dtype=np.float64)
+    out: dict[str, dict[str, float]] = {}
+    for name, values in signals.items():
+        v = np.asarray(values, dtype=np.float64)
+        ok = np.isfinite(v) & np.isfinite(err)
+        knees = np.all(np.isfinite(v), axis=1) & np.all(np.isfinite(err), axis=1)
+        out[name] = {
+            "landmark": float(spearmanr(v[ok], err[ok]).correlation) if ok.sum() > 2 else float("nan"),
+            "knee": float(spearmanr(v[knees].mean(1), err[knees].mean(1)).correlation)
+            if knees.sum() > 2
+            else float("nan"),
+        }
+    return out
+
+
+def fit_calibration(
+    signals: Mapping[str, np.ndarray],
+    errors: np.ndarray,
+    *,
+    coverage: float = DEFAULT_COVERAGE,
+    use: tuple[str, ...] | None = None,
+    flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM,
+    seed: int = 0,
+) -> Calibration:
+    """Fit the difficulty model on half of the knees and the conformal multiplier on the other half.
+
+    Args:
+        signals: name -> (N knees, 16) raw signal in mm (:data:`SIGNALS`; missing or all-NaN ones are left out).
+        errors: (N, 16) distance in mm between prediction and truth.
+        coverage: stated probability that the truth lies inside the radius (0-1).
+        use: the signals to use (default: every finite one given).
+        flag_radius_mm: a knee with any radius above this is ``"uncertain"``.
+        seed: seed of the random half split (by knee).
+    """
+    if not 0.0 < coverage < 1.0:
+        raise CalibrationError(f"coverage must be between 0 and 1, not {coverage}")
+    err = np.asarray(errors, dtype=np.float64)
+    if err.ndim != 2 or err.shape[1] != NUM_LANDMARKS:
+        raise CalibrationError(f"errors must be (knees, {NUM_LANDMARKS}), got {err.shape}")
+    names = [s for s in (use or SIGNALS) if s in signals and np.isfinite(np.asarray(signals[s])).any()]
+    keep = np.all(np.isfinite(err), axis=1)
+    for s in names:
+        keep &= np.all(np.isfinite(np.asarray(signals[s], dtype=np.float64)), axis=1)
+    err = err[keep]
+    sig = {s: np.asarray(signals[s], dtype=np.float64)[keep] for s in names}
+    n = len(err)
+    need = math.ceil(1.0 / (1.0 - coverage))  # a finite conformal quantile needs n_conformal * 16 + 1 >= 1 / (1 - c)
+    if n < 4 or (n // 2) * NUM_LANDMARKS < need:
+        raise CalibrationError(f"{n} usable knees are too few to calibrate (at least 4 needed)")
+
+    order = np.random.default_rng(seed).permutation(n)
+    fit_idx, conf_idx = np.sort(order[: n // 2]), np.sort(order[n // 2 :])
+    x_fit = _design({s: v[fit_idx] for s, v in sig.items()}, names)
+    y_fit = np.log(np.maximum(err[fit_idx].reshape(-1), _FLOOR_MM))
+    # Ridge on the signal weights only (the landmark offsets are free): keeps collinear signals stable.
+    penalty = np.diag([0.0] * NUM_LANDMARKS + [_RIDGE * len(y_fit)] * len(names))
+    beta = np.linalg.solve(x_fit.T @ x_fit + penalty, x_fit.T @ y_fit)
+    offsets, weights = beta[:NUM_LANDMARKS], beta[NUM_LANDMARKS:]
+    intercept = float(np.mean(offsets))
+    calibration = Calibration(
+        coverage=float(coverage),
+        signals=list(names),
+        weights=[float(w) for w in weights],
+        intercept=intercept,
+        offsets=[float(o - intercept) for o in offsets],
+        multiplier=1.0,
+        flag_radius_mm=float(flag_radius_mm),
+        n_knees=int(n),
+        n_fit=int(len(fit_idx)),
+        n_conformal=int(len(conf_idx)),
+    )
+    expected = calibration.expected_error_mm({s: v[conf_idx] for s, v in sig.items()})
+    ratios = err[conf_idx] / expected
+    calibration.multiplier = _conformal_quantile(ratios.reshape(-1), coverage)
+    radius = calibration.radius_mm(sig)
+    calibration.diagnostics = {
+        "rank_correlation": signal_rank_correlations(sig, err),
+        "calibrated_rank_correlation": signal_rank_correlations({"radius": radius}, err)["radius"],
+        "coverage_conformal_half": float(np.mean(err[conf_idx] <= radius[conf_idx])),
+        "median_radius_mm": float(np.median(radius)),
+        "mean_error_mm": float(np.mean(err)),
+    }
+    calibration._check()
+    return calibration
