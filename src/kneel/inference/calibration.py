@@ -40,6 +40,7 @@ __all__ = [
     "CALIBRATION_FILE",
     "DEFAULT_COVERAGE",
     "DEFAULT_FLAG_RADIUS_MM",
+    "PLOT_LEVELS",
     "Calibration",
     "CalibrationError",
     "fit_calibration",
@@ -51,6 +52,7 @@ SIGNALS: tuple[str, ...] = ("spread", "heatmap", "refine_shift")
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_COVERAGE = 0.9
 DEFAULT_FLAG_RADIUS_MM = 5.0
+PLOT_LEVELS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 _FLOOR_MM = 0.05
 """Signals and errors below this (mm) are treated as this before taking logs (sub-pixel noise)."""
 _RIDGE = 1e-3
@@ -73,6 +75,8 @@ class Calibration:
     multiplier: float
     """Conformal quantile of ``error / predicted error`` on the held-back half."""
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM
+    levels: dict[str, float] = field(default_factory=dict)
+    """Conformal multipliers at other coverages (``"0.5"`` ... ``"0.95"``), for calibration plots."""
     n_knees: int = 0
     n_fit: int = 0
     n_conformal: int = 0
@@ -90,6 +94,13 @@ class Calibration:
     def radius_mm(self, signals: Mapping[str, np.ndarray]) -> np.ndarray:
         """The calibrated radius (mm) per landmark at :attr:`coverage`, shape of the signals."""
         return self.multiplier * self.expected_error_mm(signals)
+
+    def radius_at(self, signals: Mapping[str, np.ndarray], coverage: float) -> np.ndarray:
+        """The radius at another stored coverage level (:attr:`levels`), e.g. for a calibration plot."""
+        key = f"{coverage:g}"
+        if key not in self.levels:
+            raise CalibrationError(f"no multiplier stored for coverage {key} (stored: {', '.join(self.levels)})")
+        return self.levels[key] * self.expected_error_mm(signals)
 
     def quality(self, radius_mm: np.ndarray) -> str:
         """``"ok"`` or ``"uncertain"`` for one knee's (16,) radii (NaN counts as uncertain)."""
@@ -232,6 +243,7 @@ def fit_calibration(
     expected = calibration.expected_error_mm({s: v[conf_idx] for s, v in sig.items()})
     ratios = err[conf_idx] / expected
     calibration.multiplier = _conformal_quantile(ratios.reshape(-1), coverage)
+    calibration.levels = {f"{c:g}": _conformal_quantile(ratios.reshape(-1), c) for c in PLOT_LEVELS}
     radius = calibration.radius_mm(sig)
     calibration.diagnostics = {
         "rank_correlation": signal_rank_correlations(sig, err),
