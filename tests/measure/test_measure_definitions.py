@@ -141,3 +141,22 @@ def test_wrong_handedness_keeps_widths_and_gaps():
     for name in MEASUREMENT_NAMES:
         if name != "plateau_obliquity_deg":
             assert values[name] == pytest.approx(EXPECTED[name], abs=1e-9), name
+
+
+def test_ratio_is_undefined_when_the_lateral_space_is_closed():
+    knee = KNEE_MM.copy()
+    knee[9:12, 1] += 6.0  # lateral condyle 6 mm down: it crosses the plateau (minimum -1 mm at F9)
+    values = _measure(to_film(knee, "R", (0.15, 0.15)), (0.15, 0.15), "R")
+    assert values["min_jsw_lateral_mm"] == pytest.approx(-1.0, abs=1e-9)
+    assert np.isnan(values["jsw_ratio_medial_lateral"])
+    assert values["min_jsw_medial_mm"] == pytest.approx(3.0, abs=1e-9)
+
+
+def test_jsw_positions_are_where_the_widths_are_taken():
+    from kneel.measure.definitions import jsw_positions
+
+    points = KNEE_MM[None] - KNEE_MM[4] + np.array([150.0, 180.0])  # a right knee's canonical mm, as to_film places it
+    ends = {name: v[0] - np.array([150.0, 180.0]) + KNEE_MM[4] for name, v in jsw_positions(points).items()}
+    assert np.allclose(ends["min_jsw_lateral_mm"], [[4, 100], [4, 95]])  # under F9
+    assert np.allclose(ends["min_jsw_medial_mm"], [[64, 100], [64, 97]])  # under F14
+    assert np.allclose(ends["jsw_medial_15_mm"], [[68, 100], [68, 97 - 1 / 3]])

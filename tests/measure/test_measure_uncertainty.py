@@ -97,3 +97,13 @@ def test_measure_knees_and_propagate_agree_on_sides():
     px = to_film(KNEE_MM, "L", (0.15, 0.15))
     values = measure_knees(px[None], np.array([[0.15, 0.15]]), ["L"])
     assert values["min_jsw_medial_mm"][0] == pytest.approx(3.0)
+
+
+def test_ratio_near_contact_has_an_infinite_half_width():
+    # Lateral space 0.3 mm, landmarks known to 1 mm: in many draws the lateral space closes and the ratio is
+    # undefined, so no finite half-width covers 90 % of the draws.
+    knee = KNEE_MM.copy()
+    knee[9:12, 1] += 4.7  # F9 at 99.7: minimum lateral width 0.3 mm
+    out = propagate(_canonical(knee=knee), np.full((1, 16), 1.0), 0.9, samples=500)
+    assert np.isinf(out["jsw_ratio_medial_lateral"][0])
+    assert np.isfinite(out["min_jsw_lateral_mm"][0])

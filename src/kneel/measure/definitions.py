@@ -42,6 +42,7 @@ __all__ = [
     "knee_frame",
     "to_frame",
     "joint_space_gap",
+    "jsw_positions",
     "measure_canonical",
     "measure_knees",
 ]
@@ -87,7 +88,12 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     Measurement("jsw_medial_15_mm", "mm", "jsw", "joint-space gap at 15 % of the plateau width from T8 (medial)"),
     Measurement("min_jsw_lateral_mm", "mm", "jsw", "smallest joint-space gap between the lateral margin and T2"),
     Measurement("min_jsw_medial_mm", "mm", "jsw", "smallest joint-space gap between T6 and the medial margin"),
-    Measurement("jsw_ratio_medial_lateral", "1", "jsw", "min_jsw_medial_mm / min_jsw_lateral_mm"),
+    Measurement(
+        "jsw_ratio_medial_lateral",
+        "1",
+        "jsw",
+        "min_jsw_medial_mm / min_jsw_lateral_mm, each clipped at 0 (contact); undefined when the lateral space is 0",
+    ),
     Measurement(
         "plateau_obliquity_deg",
         "deg",
@@ -190,6 +196,20 @@ def _line_angle(vec: np.ndarray) -> np.ndarray:
     return np.degrees(np.arctan2(vec[..., 1], vec[..., 0]))
 
 
+def _jsw_queries(uv: np.ndarray) -> tuple[np.ndarray, tuple[tuple[np.ndarray, np.ndarray], ...]]:
+    """Every ``u`` where a gap is needed: the fixed positions, every vertex position and the compartments' ends; and
+    the two compartments' ranges ``(lo, hi)`` (lateral, medial)."""
+    width = uv[:, 8, 0]  # = |T8 - T0| up to rounding: positions are fractions of the u coordinate of T8
+    fractions = np.array(list(FIXED_POSITIONS.values()))
+    u_femur = uv[:, 9:, 0]
+    f_lo, f_hi = u_femur.min(axis=1), u_femur.max(axis=1)
+    lateral = (np.maximum(uv[:, 0, 0], f_lo), np.minimum(uv[:, _LATERAL_INNER, 0], f_hi))
+    medial = (np.maximum(uv[:, _MEDIAL_INNER, 0], f_lo), np.minimum(uv[:, 8, 0], f_hi))
+    ends = np.stack([*lateral, *medial], axis=1)
+    queries = np.concatenate([width[:, None] * fractions[None, :], uv[:, :, 0], ends], axis=1)
+    return queries, (lateral, medial)
+
+
 def measure_canonical(points: np.ndarray) -> dict[str, np.ndarray]:
     """Every measurement of :data:`MEASUREMENTS` for canonical points ``(M, 16, 2)``; each value ``(M,)``.
 
@@ -210,26 +230,22 @@ def measure_canonical(points: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         out["condyle_plateau_width_ratio"] = condyles / plateau
 
-    # One gap evaluation for everything: the fixed positions, every vertex position and the compartments' ends.
-    width = uv[:, 8, 0]  # = |T8 - T0| up to rounding: positions are fractions of the u coordinate of T8
-    fractions = np.array(list(FIXED_POSITIONS.values()))
-    u_femur = uv[:, 9:, 0]
-    f_lo, f_hi = u_femur.min(axis=1), u_femur.max(axis=1)
-    lat_lo, lat_hi = np.maximum(uv[:, 0, 0], f_lo), np.minimum(uv[:, _LATERAL_INNER, 0], f_hi)
-    med_lo, med_hi = np.maximum(uv[:, _MEDIAL_INNER, 0], f_lo), np.minimum(uv[:, 8, 0], f_hi)
-    queries = np.concatenate(
-        [width[:, None] * fractions[None, :], uv[:, :, 0], np.stack([lat_lo, lat_hi, med_lo, med_hi], axis=1)], axis=1
-    )
+    queries, ranges = _jsw_queries(uv)
     gap = joint_space_gap(uv, queries)
+    nf = len(FIXED_POSITIONS)
     for j, name in enumerate(FIXED_POSITIONS):
         out[name] = gap[:, j]
-    candidates, values = queries[:, len(fractions) :], gap[:, len(fractions) :]
-    lateral = _range_min(candidates, values, lat_lo, lat_hi)
-    medial = _range_min(candidates, values, med_lo, med_hi)
+    (lat_lo, lat_hi), (med_lo, med_hi) = ranges
+    lateral = _range_min(queries[:, nf:], gap[:, nf:], lat_lo, lat_hi)
+    medial = _range_min(queries[:, nf:], gap[:, nf:], med_lo, med_hi)
     out["min_jsw_lateral_mm"] = lateral
     out["min_jsw_medial_mm"] = medial
+    # Crossing contours count as contact (0 mm) in the ratio; with the lateral space closed it is undefined.
+    clipped_lateral = np.maximum(lateral, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["jsw_ratio_medial_lateral"] = medial / lateral
+        out["jsw_ratio_medial_lateral"] = np.where(
+            clipped_lateral > 0, np.maximum(medial, 0.0) / clipped_lateral, np.nan
+        )
 
     t_a, t_b = TIBIAL_LINE
     f_a, f_b = FEMORAL_LINE
@@ -239,6 +255,31 @@ def measure_canonical(points: np.ndarray) -> dict[str, np.ndarray]:
     phi_t = _line_angle(uv[:, t_b] - uv[:, t_a])
     phi_f = _line_angle(uv[:, f_b] - uv[:, f_a])
     out["condyle_plateau_angle_deg"] = _wrap_deg(phi_t - phi_f)
+    return out
+
+
+def jsw_positions(points: np.ndarray) -> dict[str, np.ndarray]:
+    """Where each joint-space width is taken: name -> ``(M, 2, 2)``, the tibial and the femoral end of the gap in
+    canonical mm (NaN where undefined). For drawing and checking; the widths are the ``v`` distances between them."""
+    p = np.asarray(points, dtype=np.float64)
+    origin, e_u, e_v = knee_frame(p)
+    uv = to_frame(p)
+    queries, ((lat_lo, lat_hi), (med_lo, med_hi)) = _jsw_queries(uv)
+    tibia = _envelope(uv[:, :9], queries, upper=True)
+    femur = _envelope(uv[:, 9:], queries, upper=False)
+    gap = femur - tibia
+    nf = len(FIXED_POSITIONS)
+    pick: dict[str, np.ndarray] = {name: np.full(len(p), j) for j, name in enumerate(FIXED_POSITIONS)}
+    for name, lo, hi in (("min_jsw_lateral_mm", lat_lo, lat_hi), ("min_jsw_medial_mm", med_lo, med_hi)):
+        q = queries[:, nf:]
+        keep = (q >= lo[:, None]) & (q <= hi[:, None]) & np.isfinite(gap[:, nf:])
+        pick[name] = nf + np.argmin(np.where(keep, gap[:, nf:], np.inf), axis=1)
+    rows = np.arange(len(p))
+    out = {}
+    for name, j in pick.items():
+        u, vt, vf = queries[rows, j], tibia[rows, j], femur[rows, j]
+        ends = np.stack([u[:, None] * e_u + vt[:, None] * e_v, u[:, None] * e_u + vf[:, None] * e_v], axis=1)
+        out[name] = ends + origin[:, None, :]
     return out
 
 

@@ -15,6 +15,10 @@ width ratio divides by a few millimetres that the errors change by tens of per c
 and gives the right (asymmetric, heavier) spread there, and equals first-order propagation where the measurement is
 linear (widths: checked by a test).
 
+A sample in which a measurement is undefined counts as infinitely far from the reported value (so the half-width is
+infinite, written ``inf``, when more than ``1 - c`` of the samples are undefined: a ratio whose denominator may be
+zero, a fixed position that may fall off the femoral contour).
+
 Reproducibility and invariance. One table of standard normal draws (``numpy.random.default_rng(seed)``, shape
 ``(samples, 16, 2)``) is shared by every knee (common random numbers), and each draw is laid along the knee's own
 frame (``u`` along T0->T8, ``v`` toward the femur). So the same landmarks always give the same uncertainty, whatever
@@ -40,7 +44,9 @@ DEFAULT_COVERAGE = 0.9
 DEFAULT_SAMPLES = 2000
 """Monte-Carlo samples per knee: the 90 % half-width is then known to about 2 % (its sampling error)."""
 DEFAULT_SEED = 0
-_CHUNK = 40_000
+_UNDEFINED = 1e300
+"""Stands for an infinite deviation inside the quantile (interpolating with a true infinity gives NaN)."""
+_CHUNK = 8_000
 """Sample-knees measured per vectorised call (bounds memory to a few hundred MB)."""
 
 
@@ -98,13 +104,14 @@ def propagate(
             dev = measured[name].reshape(idx.size, samples) - values[name][idx, None]
             if name in ANGLE_NAMES:
                 dev = 180.0 - np.mod(180.0 - dev, 360.0)
-            dev = np.abs(dev)
-            with np.errstate(invalid="ignore"):
-                finite = np.isfinite(dev).sum(axis=1)
+            # A sample where the measurement is undefined (a fixed position off the femoral contour, a closed
+            # lateral space under the ratio) lies arbitrarily far from a defined value: it counts as infinitely off,
+            # so a half-width is infinite when more than 1 - coverage of the samples are undefined.
+            dev = np.where(np.isnan(dev), _UNDEFINED, np.abs(dev))
+            defined = np.isfinite(values[name][idx])
             half = np.full(idx.size, np.nan)
-            good = finite > 0
-            if good.any():
-                rows = zip(dev[good], cov[idx][good], strict=True)
-                half[good] = [np.quantile(row[np.isfinite(row)], c) for row, c in rows]
-            out[name][idx] = half
+            if defined.any():
+                rows = zip(dev[defined], cov[idx][defined], strict=True)
+                half[defined] = [np.quantile(row, c) for row, c in rows]
+            out[name][idx] = np.where(half >= _UNDEFINED / 2, np.inf, half)
     return out
