@@ -161,3 +161,16 @@ def test_load_knees_keeps_missing_landmarks_as_nan(tmp_path):
     assert np.isnan(knees.points_px[0, 5]).all() and np.isfinite(knees.points_px[0, 4]).all()
     table = measure(tmp_path / "t.csv")
     assert table["status"].iloc[0] == "1 landmark(s) missing"
+
+
+def test_measure_prediction_for_the_service():
+    from kneel.measure import measure_prediction
+
+    out = measure_prediction(_prediction("one.dcm", radius=1.0), samples=300)
+    assert set(out) == {"R", "L"}
+    for side in ("R", "L"):
+        for name in MEASUREMENT_NAMES:
+            assert out[side][name]["value"] == pytest.approx(EXPECTED[name], abs=1e-9)
+            assert out[side][name]["uncertainty"] > 0
+    json.dumps(out, allow_nan=False)  # the response body must be valid JSON
+    assert measure_prediction(_prediction("none.dcm", sides=())) == {}

@@ -34,7 +34,14 @@ from kneel.errors import KneelError
 from kneel.io.landmark_table import read_landmark_table
 from kneel.landmarks import NUM_LANDMARKS, KneeSide
 
-__all__ = ["KneeSet", "MeasureInputError", "load_knees", "find_image", "is_predictions_folder"]
+__all__ = [
+    "KneeSet",
+    "MeasureInputError",
+    "load_knees",
+    "find_image",
+    "is_predictions_folder",
+    "stated_coverage",
+]
 
 PathLike = str | os.PathLike[str]
 SPACING_COLUMNS: tuple[tuple[str, str], ...] = (("row_mm", "col_mm"), ("spacing_row_mm", "spacing_col_mm"))
@@ -235,7 +242,8 @@ def _from_table(path: Path, images: PathLike | None, fallback: tuple[float, floa
     )
 
 
-def _coverage_of(data: dict, knee: dict) -> float:
+def stated_coverage(data: dict, knee: dict) -> float:
+    """The coverage a prediction JSON states for a knee's radii (knee, then image level, then settings); NaN if none."""
     for holder in (knee, data, data.get("settings") or {}):
         value = holder.get(COVERAGE_KEY) if isinstance(holder, dict) else None
         if value is not None:
@@ -286,7 +294,7 @@ def _from_predictions(root: Path, images: PathLike | None, fallback: tuple[float
             except (TypeError, ValueError):
                 unc = np.full(NUM_LANDMARKS, np.nan)
             radius.append(unc)
-            coverage.append(_coverage_of(data, knee))
+            coverage.append(stated_coverage(data, knee))
             image_path = data.get("path")
             candidates: list[tuple[tuple[float, float] | None, str]] = []
             try:

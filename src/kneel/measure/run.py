@@ -20,7 +20,7 @@ import pandas as pd
 
 from kneel.io.atomic import atomic_write_text
 from kneel.measure.definitions import MEASUREMENT_NAMES, MEASUREMENTS, canonical_mm, measure_canonical
-from kneel.measure.knees import KneeSet, load_knees
+from kneel.measure.knees import KneeSet, load_knees, stated_coverage
 from kneel.measure.uncertainty import DEFAULT_COVERAGE, DEFAULT_SAMPLES, DEFAULT_SEED, propagate
 
 __all__ = [
@@ -155,19 +155,24 @@ def write_measurements(
 
 
 def measure_prediction(prediction: Any, *, coverage: float | None = None, samples: int = DEFAULT_SAMPLES) -> dict:
-    """Measurements of one :class:`~kneel.inference.results.RadiographPrediction`: side -> name -> value and
-    uncertainty (for the HTTP service's ``/v1`` response)."""
+    """Measurements of one :class:`~kneel.inference.results.RadiographPrediction`: side -> name -> ``{"value",
+    "uncertainty"}`` (``None`` where undefined), for the HTTP service's ``/v1`` response. A film without knees gives
+    ``{}``."""
     data = prediction.to_dict()
-    knees = [k for k in prediction]
+    knees = list(prediction)
     n = len(knees)
+    if n == 0:
+        return {}
+    knee_dicts = data.get("knees") or {}
+    stated = [stated_coverage(data, knee_dicts.get(k.side.value) or {}) for k in knees]
     knee_set = KneeSet(
-        files=[data["file"]] * n,
+        files=[str(data.get("file", ""))] * n,
         sides=[k.side.value for k in knees],
         points_px=np.asarray([k.landmarks_px for k in knees], dtype=np.float64).reshape(n, 16, 2),
         spacing=np.asarray([prediction.spacing] * n, dtype=np.float64).reshape(n, 2),
-        spacing_source=[prediction.spacing_source] * n,
+        spacing_source=[str(prediction.spacing_source)] * n,
         uncertainty_mm=np.asarray([k.uncertainty_mm for k in knees], dtype=np.float64).reshape(n, 16),
-        coverage=np.full(n, np.nan),
+        coverage=np.asarray(stated, dtype=np.float64),
         paths=[data.get("path")] * n,
         errors=[None] * n,
     )
