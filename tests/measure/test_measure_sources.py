@@ -174,3 +174,14 @@ def test_measure_prediction_for_the_service():
             assert out[side][name]["uncertainty"] > 0
     json.dumps(out, allow_nan=False)  # the response body must be valid JSON
     assert measure_prediction(_prediction("none.dcm", sides=())) == {}
+
+
+def test_duplicate_rows_and_a_missing_source_are_one_line_errors(tmp_path):
+    from kneel.measure import MeasureInputError
+
+    rows = _rows("a.dcm", "R", row_mm=0.1, col_mm=0.1)
+    pd.DataFrame(rows + rows[3:4]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(MeasureInputError, match="1 duplicate file,side,landmark rows"):
+        measure(tmp_path / "t.csv")
+    with pytest.raises(MeasureInputError, match="not found"):
+        measure(tmp_path / "nothing.csv")

@@ -160,22 +160,25 @@ def _ratio(mm: pd.Series, px: pd.Series) -> float:
     return float(np.median(ratio)) if ratio.size else float("nan")
 
 
-def _resolve(
-    sets: dict[str, list],
-    i: int,
+def _first_spacing(
     candidates: list[tuple[tuple[float, float] | None, str]],
-) -> None:
+) -> tuple[tuple[float, float], str] | None:
+    """The first usable ``(spacing, source)`` of ``candidates`` (positive, finite), or None."""
     for sp, source in candidates:
         if sp is not None and np.all(np.isfinite(sp)) and min(sp) > 0:
-            sets["spacing"][i] = sp
-            sets["spacing_source"][i] = source
-            return
-    if sets["errors"][i] is None:
-        sets["errors"][i] = "no pixel spacing (give --images DIR, --spacing MM or row_mm,col_mm columns)"
+            return (float(sp[0]), float(sp[1])), source
+    return None
+
+
+_NO_SPACING = "no pixel spacing (give --images DIR, --spacing MM or row_mm,col_mm columns)"
 
 
 def _from_table(path: Path, images: PathLike | None, fallback: tuple[float, float] | None) -> KneeSet:
     df = read_landmark_table(path)
+    duplicated = df.duplicated(["file", "side", "landmark"])
+    if duplicated.any():
+        first = df.loc[duplicated, ["file", "side", "landmark"]].iloc[0].tolist()
+        raise MeasureInputError(f"{int(duplicated.sum())} duplicate file,side,landmark rows (first: {first})", path)
     knees = df[["file", "side"]].drop_duplicates().reset_index(drop=True)
     n = len(knees)
     index = {(f, s): i for i, (f, s) in enumerate(zip(knees["file"], knees["side"], strict=True))}
@@ -190,12 +193,10 @@ def _from_table(path: Path, images: PathLike | None, fallback: tuple[float, floa
     if COVERAGE_KEY in df.columns:
         cov = pd.to_numeric(df[COVERAGE_KEY], errors="coerce").to_numpy(dtype=np.float64)
         coverage[rows] = cov  # one value per knee (the last row's wins; they agree in any sane table)
-    sets: dict[str, list] = {
-        "spacing": [(np.nan, np.nan)] * n,
-        "spacing_source": [""] * n,
-        "errors": [None] * n,
-        "paths": [None] * n,
-    }
+    spacing: list[tuple[float, float]] = [(np.nan, np.nan)] * n
+    sources = [""] * n
+    errors: list[str | None] = [None] * n
+    paths: list[str | None] = [None] * n
     groups = df.groupby(rows, sort=True)
     spacing_cols = next((c for c in SPACING_COLUMNS if set(c) <= set(df.columns)), None)
     image_spacing = _ImageSpacing(images)
@@ -213,12 +214,16 @@ def _from_table(path: Path, images: PathLike | None, fallback: tuple[float, floa
             candidates.append(((row_mm, col_mm), "table x_mm/x_px"))
         if not any(sp is not None and np.all(np.isfinite(sp)) for sp, _ in candidates):
             sp, found = image_spacing(file, None)
-            sets["paths"][i] = found
+            paths[i] = found
             candidates.append((sp, "image"))
             if found is None and fallback is None:
-                sets["errors"][i] = "radiograph not found (give --images DIR) and no other pixel spacing"
+                errors[i] = "radiograph not found (give --images DIR) and no other pixel spacing"
         candidates.append((fallback, "--spacing"))
-        _resolve(sets, int(i), candidates)
+        chosen = _first_spacing(candidates)
+        if chosen is not None:
+            spacing[i], sources[i] = chosen
+        elif errors[i] is None:
+            errors[i] = _NO_SPACING
     mirrored = None
     if "mirrored" in df.columns:
         flags = df.groupby(rows, sort=True)["mirrored"].first().reindex(range(n))
@@ -231,12 +236,12 @@ def _from_table(path: Path, images: PathLike | None, fallback: tuple[float, floa
         files=knees["file"].astype(str).tolist(),
         sides=knees["side"].astype(str).tolist(),
         points_px=points,
-        spacing=np.asarray(sets["spacing"], dtype=np.float64).reshape(n, 2),
-        spacing_source=sets["spacing_source"],
+        spacing=np.asarray(spacing, dtype=np.float64).reshape(n, 2),
+        spacing_source=sources,
         uncertainty_mm=radius,
         coverage=coverage,
-        paths=sets["paths"],
-        errors=sets["errors"],
+        paths=paths,
+        errors=errors,
         extra=extra,
         mirrored=mirrored,
     )
@@ -304,13 +309,10 @@ def _from_predictions(root: Path, images: PathLike | None, fallback: tuple[float
                 sp, found = image_spacing(file, image_path)
                 candidates.append((sp, "image"))
             candidates.append((fallback, "--spacing"))
-            sp_final, src = (np.nan, np.nan), ""
-            for sp, source in candidates:
-                if sp is not None and np.all(np.isfinite(sp)) and min(sp) > 0:
-                    sp_final, src = sp, source
-                    break
-            else:
-                error = error or "no pixel spacing in the prediction JSON (give --spacing MM)"
+            chosen = _first_spacing(candidates)
+            if chosen is None:
+                error = error or _NO_SPACING
+            sp_final, src = chosen if chosen is not None else ((np.nan, np.nan), "")
             spacing.append(sp_final)
             sources.append(src)
             paths.append(image_path)
