@@ -119,6 +119,19 @@ def test_crop_landmarks_measure_like_the_film(film, level):
             assert in_crops.at[side, name] == pytest.approx(expected, abs=1e-9), (side, name)
 
 
+def test_unmirrored_left_knee_is_levelled_the_film_way_round(film):
+    root, _, _ = film
+    summary = crop(root / "truth.csv", root / "out_nomirror", CropSettings(level=True, mirror_left=False),
+                   images=root / "plain")  # fmt: skip
+    lm = pd.read_csv(summary.out / "landmarks.csv")
+    for side, lateral_left in (("R", True), ("L", False)):
+        pts = lm[lm["side"] == side].sort_values("landmark")[["x_px", "y_px"]].to_numpy()
+        assert pts[1, 1] == pytest.approx(pts[7, 1], abs=1e-9)  # level
+        assert bool(pts[0, 0] < pts[8, 0]) == lateral_left  # the left knee keeps its lateral side on the right
+        assert pts[12, 1] < pts[4, 1]  # femur above: not turned upside down
+    assert not summary.crops.set_index("side").at["L", "mirrored"]
+
+
 def test_window_intensity_and_npz(film):
     # window: the film's 5th-99th percentile -> 0-65535 (then clipped); checked against the raw crop of the same knee
     root, _, _ = film

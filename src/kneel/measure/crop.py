@@ -185,8 +185,9 @@ def crop_knees(
 
     Writes ``out/crops/<name>.{png,npz}``, ``out/crops.csv`` (one row per knee: status, crop file, size, spacing,
     mirroring, rotation, the source spacing, the intensity window and the affine matrix) and ``out/landmarks.csv``
-    (the landmarks in crop pixels: a landmark table of the crops, with ``row_mm,col_mm`` = the crop spacing and
-    ``mirrored``, so ``kneel measure`` reads it directly).
+    (the landmarks in crop pixels: a landmark table of the crops, with ``row_mm,col_mm`` = the crop spacing,
+    ``mirrored`` and the landmarks' ``uncertainty_mm`` when the source has them, so ``kneel measure`` reads it
+    directly).
     """
     from kneel.io import read_radiograph
 
@@ -250,6 +251,7 @@ def crop_knees(
                         "source_file": file,
                         "source_x_px": float(points[k, 0]),
                         "source_y_px": float(points[k, 1]),
+                        "uncertainty_mm": float(knees.uncertainty_mm[i, k]),
                     }
                 )
         except (KneelError, ValueError) as exc:
@@ -260,7 +262,9 @@ def crop_knees(
     table = pd.DataFrame(rows)
     atomic_write_text(out / "crops.csv", table.to_csv(index=False, lineterminator="\n"))
     columns = ["file", "side", "landmark", "x_px", "y_px", "row_mm", "col_mm", "mirrored", "source_file"]
-    landmarks_table = pd.DataFrame(landmark_rows, columns=columns + ["source_x_px", "source_y_px"])
+    landmarks_table = pd.DataFrame(landmark_rows, columns=columns + ["source_x_px", "source_y_px", "uncertainty_mm"])
+    if landmarks_table["uncertainty_mm"].isna().all():
+        landmarks_table = landmarks_table.drop(columns=["uncertainty_mm"])
     write_landmark_table(landmarks_table, out / "landmarks.csv")
     failed = int((table["status"] != "ok").sum()) if len(table) else 0
     return CropSummary(out=out, crops=table, written=len(table) - failed, failed=failed)
