@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,40 @@ def test_transfer_refuses_mismatched_weights(trained: Path) -> None:
 
     with pytest.raises(ModelError):
         transfer_weights(create_model("kneel_hc"), trained / "lc" / "fold_0")
+
+
+def test_transfer_refuses_low_cost_folds_of_another_assignment(
+    trained: Path, prepared_data: Path, tmp_path: Path, tiny_hc: Path, fast: list[str]
+) -> None:
+    import pandas as pd
+
+    # another folds value: high-cost fold 0 of 4 validates subjects that trained low-cost fold 0 of 2
+    table4 = load_fold_table(prepared_data, 4)
+    lc_val0 = set(split_subjects(load_fold_table(prepared_data, 2), 0)[1])
+    leaked = sorted(set(split_subjects(table4, 0)[1]) ^ lc_val0)
+    assert leaked  # the two assignments do differ
+    overrides = [*fast, "folds=4"]
+    with pytest.raises(ConfigError, match="fold 0 of the low-cost models was trained on another fold assignment"):
+        train(tiny_hc, prepared_data, tmp_path / "a", overrides=overrides, init_from=trained, progress=False)
+    assert not (tmp_path / "a" / "hc" / "fold_0").exists()  # refused before training
+
+    # a low-cost stage whose fold table was re-drawn: one subject moved from fold 1 to fold 0
+    lc = tmp_path / "lc_copy"
+    shutil.copytree(trained / "lc", lc)
+    folds = pd.read_csv(lc / "folds.csv")
+    moved = int(folds.loc[folds["fold"] == 1, "subject_id"].iloc[0])
+    folds.loc[folds["subject_id"] == moved, "fold"] = 0
+    folds.to_csv(lc / "folds.csv", index=False)
+    with pytest.raises(ConfigError, match="fold 0 .* 0 of this fold's validation subjects") as refused:
+        train(tiny_hc, prepared_data, tmp_path / "b", overrides=fast, folds=[0], init_from=lc, progress=False)
+    with pytest.raises(ConfigError, match=f"e.g. subject {moved}"):
+        train(tiny_hc, prepared_data, tmp_path / "b", overrides=fast, folds=[1], init_from=lc, progress=False)
+    assert "1 differ" in str(refused.value)
+
+    # no fold table at all: nothing to check against
+    (lc / "folds.csv").unlink()
+    with pytest.raises(ConfigError, match="no folds.csv"):
+        train(tiny_hc, prepared_data, tmp_path / "c", overrides=fast, init_from=lc, progress=False)
 
 
 @pytest.mark.parametrize("stage", ["lc", "hc"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from kneel.errors import ConfigError
 from kneel.training import TrainConfig, apply_overrides, dump_config, load_config
-from kneel.training.loop import lr_at, resolve_geometry
+from kneel.training.loop import _amp_dtype, lr_at, resolve_geometry
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml"))
@@ -19,6 +20,15 @@ def test_defaults_are_the_papers_recipe() -> None:
     assert (c.optimizer, c.lr, c.weight_decay, c.batch_size, c.epochs) == ("adam", 1e-3, 0.0, 16, 100)
     assert (c.loss, c.wing_width, c.wing_curvature, c.mixup, c.mixup_alpha) == ("wing", 15.0, 3.0, "two_pass", 0.75)
     assert (c.schedule, c.ema_decay, c.swa) == ("none", 0.0, False)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "paper").glob("*.yaml")), ids=lambda p: p.stem)
+def test_paper_configs_train_in_float32_unless_asked(path: Path) -> None:
+    config = load_config(path)
+    assert config.amp == "none" and "\namp: none\n" in dump_config(config)  # shown in the run's resolved config
+    assert _amp_dtype(config, torch.device("cuda")) is None  # no autocast on a GPU either
+    assert _amp_dtype(apply_overrides(config, ["amp=bf16"]), torch.device("cuda")) == torch.bfloat16
+    assert TrainConfig().amp == "none"
 
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: p.stem)

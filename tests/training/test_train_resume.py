@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import safetensors.torch
 import torch
 
+from kneel.errors import ConfigError
 from kneel.training import train
 from kneel.training.run_log import read_metrics
 
@@ -72,6 +74,16 @@ def test_resume_of_a_finished_run_only_repredicts(
     prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]
 ) -> None:
     first = train(tiny_lc, prepared_data, tmp_path, overrides=fast, folds=[0], progress=False)
-    again = train(tiny_lc, prepared_data, tmp_path, overrides=fast, folds=[0], resume=True, progress=False)
+    resolved = (tmp_path / "lc" / "config.resolved.yaml").read_text()
+    # a different recipe is refused, naming every key that differs (and only those), before anything is written
+    changed = [*fast, "lr=0.002", "augment.cutout_p=0.3", "num_workers=1"]
+    with pytest.raises(ConfigError) as refused:
+        train(tiny_lc, prepared_data, tmp_path, overrides=changed, folds=[0], resume=True, progress=False)
+    message = str(refused.value)
+    assert "2 key(s)" in message and "lr: 0.003 -> 0.002" in message and "augment.cutout_p:" in message
+    assert (tmp_path / "lc" / "config.resolved.yaml").read_text() == resolved
+    # keys that do not change what is computed may differ
+    harmless = [*fast, "num_workers=1", "tensorboard=true", "description=again"]
+    again = train(tiny_lc, prepared_data, tmp_path, overrides=harmless, folds=[0], resume=True, progress=False)
     assert again.folds[0].history == first.folds[0].history
     assert len(read_metrics(tmp_path / "lc" / "fold_0" / "metrics.csv")) == 1

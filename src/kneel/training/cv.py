@@ -2,7 +2,10 @@
 
 The fold file ``DATA/folds.csv`` is written once by ``kneel prepare`` and read by both stages, so the fold-k
 low-cost model that initialises the fold-k high-cost model never saw the fold-k validation subjects. A config asking
-for fewer folds than the file holds merges them (``fold % n``), which keeps that property.
+for fewer folds than the file holds merges them (``fold % n``), which keeps that property. ``kneel train`` copies
+the fold table it used into each stage folder (``<stage>/folds.csv``), and :func:`check_transfer_folds` refuses a
+transfer whose low-cost fold k validated other subjects than the high-cost fold k (a re-prepared dataset, another
+``folds`` value, a model from elsewhere given to ``--init-from``): its weights would have seen validation subjects.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "split_subjects",
     "find_transfer_source",
     "transfer_weights",
+    "check_transfer_folds",
     "merge_oof_tables",
     "OOF_PREDICTIONS",
     "OOF_GROUND_TRUTH",
@@ -95,6 +99,41 @@ def find_transfer_source(init_from: str | None, out: Path, cli_init_from: str | 
         if found is not None:
             return found
     raise ConfigError("init_from: no low-cost fold models (fold_<k>/model.safetensors) there", init_from)
+
+
+def check_transfer_folds(source_stage: Path, table: pd.DataFrame, folds: Sequence[int]) -> None:
+    """Refuse (``ConfigError``) unless each low-cost fold in ``folds`` validated exactly this run's fold subjects.
+
+    Args:
+        source_stage: the low-cost stage folder (holds ``folds.csv`` written by ``kneel train``).
+        table: this run's fold table (``subject_id, fold``, folds merged as trained).
+        folds: the folds this run initialises from ``source_stage``.
+    """
+    from kneel.data.folds import read_folds
+
+    path = Path(source_stage) / "folds.csv"
+    if not path.is_file():
+        raise ConfigError(
+            "init_from: the low-cost models have no folds.csv (not trained by `kneel train`), so kneel cannot check "
+            "that low-cost fold k never saw the high-cost fold-k validation subjects; train the low-cost stage on "
+            "the same prepared data, or train the high-cost stage from scratch (init_from=null)",
+            path,
+        )
+    source = read_folds(path)
+    for fold in folds:
+        mine = set(table.loc[table["fold"] == fold, "subject_id"].astype(int))
+        theirs = set(source.loc[source["fold"] == fold, "subject_id"].astype(int))
+        if mine == theirs:
+            continue
+        leaked = sorted(mine & set(source.loc[source["fold"] != fold, "subject_id"].astype(int)))
+        example = f"; e.g. subject {leaked[0]}" if leaked else ""
+        raise ConfigError(
+            f"init_from: fold {fold} of the low-cost models was trained on another fold assignment "
+            f"({len(mine)} validation subjects here, {len(theirs)} there, {len(mine ^ theirs)} differ); "
+            f"{len(leaked)} of this fold's validation subjects trained that low-cost model{example}. Use low-cost "
+            "models trained on the same prepared data with the same folds value, or init_from=null",
+            path,
+        )
 
 
 def transfer_weights(model: nn.Module, source_fold_dir: Path, exclude: Sequence[str] = ("out_block",)) -> list[str]:

@@ -2,19 +2,29 @@
 
 ``torchrun --nproc_per_node N -m kneel train ...`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the process
 group uses NCCL on CUDA and gloo on CPU. Rank 0 alone logs and writes checkpoints; the others wait at barriers.
+
+Every collective kneel issues goes through one wrapper, :meth:`DistributedContext.collective`: it moves the tensor
+to the process group's device (NCCL reduces CUDA tensors only; a CPU tensor there fails at the first
+``all_reduce``), checks it arrived there, runs the collective and copies the result back into the caller's tensor.
+With ``KNEEL_DDP_TRACE=<folder>`` each rank appends one JSON line per collective (operation, the caller's device, the
+device sent to the backend, the group's device) to ``<folder>/rank<r>.jsonl``: a debugging aid, and how the tests
+check that every collective reached the backend on the group's device.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistributedContext", "init_distributed", "resolve_device", "maybe_no_sync"]
+__all__ = ["DistributedContext", "init_distributed", "resolve_device", "maybe_no_sync", "TRACE_ENV"]
+
+TRACE_ENV = "KNEEL_DDP_TRACE"
 
 
 @dataclass(frozen=True)
@@ -39,23 +49,56 @@ class DistributedContext:
         if self.distributed:
             dist.barrier()
 
+    def collective(self, op: str, tensor: torch.Tensor, call: Callable[[torch.Tensor], object]) -> torch.Tensor:
+        """Run ``call`` (a collective acting in place) on ``tensor`` moved to the group's device; copy the result back.
+
+        NCCL groups hold CUDA tensors only, gloo groups CPU tensors: the tensor the backend receives is on
+        :attr:`device` whatever the caller's tensor is on, and the caller's tensor holds the result afterwards.
+        """
+        sent = tensor if tensor.device == self.device else tensor.to(self.device)
+        if sent.device != self.device:  # e.g. "cuda" vs "cuda:1": never hand the backend a tensor it cannot use
+            raise RuntimeError(f"{op}: tensor on {sent.device}, but the process group works on {self.device}")
+        _trace(self, op, tensor.device, sent.device)
+        call(sent)
+        if sent is not tensor:
+            tensor.copy_(sent)
+        return tensor
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over processes in place (a no-op in a single process)."""
+        """Sum ``tensor`` over processes in place, on the group's device (a no-op in a single process)."""
         if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            self.collective("all_reduce_sum", tensor, lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM))
+        return tensor
+
+    def broadcast(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+        """Rank ``src``'s ``tensor`` on every rank, in place, on the group's device (a no-op in a single process)."""
+        if self.distributed:
+            self.collective("broadcast", tensor, lambda t: dist.broadcast(t, src=src))
         return tensor
 
     def broadcast_object(self, obj: object) -> object:
-        """Rank 0's ``obj`` on every rank."""
+        """Rank 0's ``obj`` on every rank (pickled into a byte tensor that travels on the group's device)."""
         if not self.distributed:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0)
+        _trace(self, "broadcast_object", self.device, self.device)
+        dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _trace(ctx: DistributedContext, op: str, source: torch.device, sent: torch.device) -> None:
+    """Append one line per collective to ``$KNEEL_DDP_TRACE/rank<r>.jsonl`` when that variable is set."""
+    folder = os.environ.get(TRACE_ENV)
+    if not folder:
+        return
+    record = {"rank": ctx.rank, "op": op, "source": str(source), "sent": str(sent), "group": str(ctx.device)}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"rank{ctx.rank}.jsonl"), "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
 
 
 def resolve_device(device: str | None) -> torch.device:

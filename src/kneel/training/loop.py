@@ -32,11 +32,18 @@ from tqdm import tqdm
 from kneel.errors import ConfigError, KneelError
 from kneel.io.atomic import atomic_write_text
 from kneel.landmarks import CENTRE_LANDMARK, LANDMARKS
-from kneel.training.checkpoint import LAST_CHECKPOINT, load_checkpoint, rng_state, save_checkpoint
+from kneel.training.checkpoint import (
+    LAST_CHECKPOINT,
+    check_resume_config,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from kneel.training.config import TrainConfig, apply_overrides, dump_config, load_config
 from kneel.training.cv import (
     OOF_GROUND_TRUTH,
     OOF_PREDICTIONS,
+    check_transfer_folds,
     find_transfer_source,
     load_fold_table,
     merge_oof_tables,
@@ -442,8 +449,8 @@ def _train_fold(
     fold_dir = stage_dir / f"fold_{fold}"
     ckpt_path = fold_dir / LAST_CHECKPOINT
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
-    if state is not None and state.get("experiment") != config.name:
-        raise ConfigError(f"--resume: the checkpoint belongs to experiment {state.get('experiment')!r}", ckpt_path)
+    if state is not None:
+        check_resume_config(state.get("config"), config.to_dict(), ckpt_path)
 
     augment = None if config.augment is None else Augmentation(AugmentationConfig.from_dict(config.augment))
     spacing_kw: dict[str, float] = (
@@ -558,7 +565,7 @@ def _train_fold(
                 runner.refresh_swa_bn(loader)
             val_loss, pred, indices = runner.predict(val_loader)
             _, errors = _errors_mm(val_ds, pred, indices)
-            val_loss = float(ctx.broadcast_object(val_loss))
+            val_loss = float(ctx.broadcast(torch.tensor([val_loss], dtype=torch.float64))[0])
             is_best = val_loss < best_val_loss
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -593,6 +600,7 @@ def _train_fold(
                     {
                         **runner.state_dict(),
                         "experiment": config.name,
+                        "config": config.to_dict(),
                         "epoch": epoch + 1,
                         "best_val_loss": best_val_loss,
                         "best_epoch": best_epoch,
@@ -669,6 +677,13 @@ def train(
         if config.stage == "lc" and (config.init_from is not None or init_from is not None):
             raise ConfigError("init_from: transfer learning initialises the high-cost stage; the lc stage has none")
         transfer_src = find_transfer_source(config.init_from, out, init_from)
+        if transfer_src is not None:
+            check_transfer_folds(transfer_src, table, selected)
+        if resume:  # every fold's checkpoint, before anything (the resolved config too) is overwritten
+            for fold in selected:
+                ckpt = stage_dir / f"fold_{fold}" / LAST_CHECKPOINT
+                if ckpt.is_file():
+                    check_resume_config(load_checkpoint(ckpt).get("config"), config.to_dict(), ckpt)
         if ctx.is_main:
             stage_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(stage_dir / RESOLVED_CONFIG, dump_config(config))
