@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,38 @@ def test_augmented_items_follow_the_image_and_are_seeded(data_dir):
     ds.set_epoch(0)
     other_seed = LandmarkDataset(root, "hc", augment=Augmentation(cfg), seed=4)
     assert not torch.equal(a["keypoints"], other_seed[2]["keypoints"])
+
+
+@pytest.mark.parametrize(("size", "pad", "scale"), [(450, 520, 1.0), (225, 260, 0.5)])
+def test_keypoint_jitter_is_the_references(data_dir, size, pad, scale):
+    """Each landmark moves by its own integer offset in the 466 px source ROI (±1 px), before the geometry."""
+    root, _, _ = data_dir
+    plain = LandmarkDataset(root, "hc", input_size=size, pad=pad, scale=scale)
+    cfg = dataclasses.replace(AugmentationConfig.disabled(), keypoint_jitter_p=1.0, keypoint_jitter=0.003)
+    jittered = LandmarkDataset(root, "hc", augment=Augmentation(cfg), input_size=size, pad=pad, scale=scale, seed=1)
+    offsets = []
+    for epoch in range(3):
+        jittered.set_epoch(epoch)
+        for i in range(len(jittered)):
+            item, ref = jittered[i], plain[i]
+            assert torch.equal(item["image"], ref["image"])  # only the labels move
+            # back in source pixels: the geometry (here a scale) carries the jitter as it carries the image
+            shift = (item["keypoints"].numpy() - ref["keypoints"].numpy()).astype(np.float64) * size / scale
+            np.testing.assert_allclose(shift, np.round(shift), atol=2e-3)  # whole source pixels
+            offsets.append(np.round(shift).astype(int))
+    offsets = np.stack(offsets)  # (items, 16, 2)
+    assert set(np.unique(offsets)) == {-1, 0, 1}  # trunc(U(-0.003, 0.003) * 466)
+    # independent per landmark and axis: within an item the 16 landmarks do not share one offset
+    assert all(len({tuple(o) for o in item}) > 1 for item in offsets)
+    assert abs(np.corrcoef(offsets[:, :, 0].ravel(), offsets[:, :, 1].ravel())[0, 1]) < 0.2
+    # p = 0.5 (the ablation's): about half the items are jittered
+    half = dataclasses.replace(cfg, keypoint_jitter_p=0.5)
+    ds = LandmarkDataset(root, "hc", augment=Augmentation(half), input_size=size, pad=pad, scale=scale, seed=2)
+    moved = []
+    for epoch in range(8):
+        ds.set_epoch(epoch)
+        moved += [not torch.equal(ds[i]["keypoints"], plain[i]["keypoints"]) for i in range(len(ds))]
+    assert 0.25 < np.mean(moved) < 0.75
 
 
 def test_items_do_not_depend_on_worker_count(data_dir):

@@ -68,7 +68,9 @@ class AugmentationConfig:
         gaussian_noise: gain g of ``(1-g) * image + g * noise`` (noise min-max scaled to 0-255).
         gamma_p, gamma: gamma correction ``255 * (x/255) ** (1/gamma)``.
         cutout_p, cutout_fraction: a zero square of ``fraction * input_size`` px, placed uniformly (0 disables).
-        keypoint_jitter_p, keypoint_jitter: label jitter of ``± jitter * input_size`` px (reference ablation; off).
+        keypoint_jitter_p, keypoint_jitter: label jitter of the reference's ablation (off): with probability
+            ``keypoint_jitter_p`` every landmark gets its own integer offset ``trunc(U(-j, j) * W)``,
+            ``trunc(U(-j, j) * H)`` px in the source image (W x H), before the geometry (±1 px on a 466 px ROI).
     """
 
     geometric_p: float = 0.7
@@ -318,12 +320,22 @@ class Augmentation:
 
         return warp_perspective(image.astype(np.float32, copy=False), transform, (input_size, input_size))
 
-    def jitter_keypoints(self, keypoints: np.ndarray, rng: np.random.Generator, input_size: int) -> np.ndarray:
-        """Label jitter (reference ablation): shift all keypoints by one random offset, with ``keypoint_jitter_p``."""
+    def jitter_keypoints(
+        self, keypoints: np.ndarray, rng: np.random.Generator, source_wh: tuple[int, int]
+    ) -> np.ndarray:
+        """Label jitter as the reference's ablation did it (KNEEL_REFERENCE 5.4, 5.7 step 1).
+
+        With probability ``keypoint_jitter_p``, each landmark independently moves by integer offsets
+        ``trunc(U(-j, j) * W)`` and ``trunc(U(-j, j) * H)`` px, with ``j = keypoint_jitter`` and ``W x H`` the source
+        image (before any geometry: the warp then carries the jittered labels as it carries the image). Only the
+        labels move; the image is untouched.
+        """
         cfg = self.config
         if cfg.keypoint_jitter_p > 0 and rng.random() < cfg.keypoint_jitter_p:
-            d = cfg.keypoint_jitter * input_size
-            return keypoints + rng.uniform(-d, d, size=2)
+            j = cfg.keypoint_jitter
+            w, h = source_wh
+            draws = rng.uniform(-j, j, size=(len(keypoints), 2)) * np.array([w, h], dtype=np.float64)
+            return np.asarray(keypoints, dtype=np.float64) + np.trunc(draws)
         return keypoints
 
     # ------------------------------------------------------------------ photometric

@@ -201,10 +201,11 @@ class LandmarkDataset(Dataset):
             keypoints = transform.apply(keypoints)
         else:
             rng = np.random.default_rng([self.seed, self.epoch, index])
+            keypoints = self.augment.jitter_keypoints(keypoints, rng, (w, h))  # source frame, before the geometry
             geo = self.augment.sample_geometry(rng, scaled_size, s, self.pad, keypoints=to_scaled.apply(keypoints))
             transform = Homography.from_affine(to_scaled).then(geo.transform)
             out = self.augment.warp(src, transform, s)
-            keypoints = self.augment.jitter_keypoints(transform.apply(keypoints), rng, s)
+            keypoints = transform.apply(keypoints)
             out = self.augment.photometric(out, rng)
         # Three identical channels, made in numpy (torch's repeat is slow on tiny tensors in worker processes).
         image = torch.from_numpy(np.repeat(np.asarray(out, dtype=np.float32)[None], 3, axis=0))
