@@ -24,10 +24,12 @@ import numpy as np
 class KneelActor:
     """One model per actor (loaded once); ``__call__`` is Ray Data's per-batch function."""
 
-    def __init__(self, model_dir: str, device: str = "cpu", refine: bool = True, knees: str = "auto") -> None:
+    def __init__(
+        self, model_dir: str, device: str = "cpu", refine: bool = True, knees: str = "auto", force: bool = False
+    ) -> None:
         from kneel.inference import Predictor
 
-        self.predictor = Predictor(model_dir, device=device, refine=refine, knees=knees)
+        self.predictor = Predictor(model_dir, device=device, refine=refine, knees=knees, force=force)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from kneel.inference.engine import predict_batch
@@ -44,6 +46,7 @@ def run(
     batch: int = 4,
     device: str = "cpu",
     knees: str = "auto",
+    force: bool = False,
 ) -> Any:
     """Predict every radiograph under ``inputs`` with ``actors`` Ray actors; write CSV shards to ``out``."""
     import ray
@@ -56,7 +59,12 @@ def run(
     dataset = ray.data.from_items([{"key": f.key, "path": str(Path(f.path).resolve())} for f in files])
     predictions = dataset.map_batches(
         KneelActor,
-        fn_constructor_kwargs={"model_dir": str(Path(model_dir).resolve()), "device": device, "knees": knees},
+        fn_constructor_kwargs={
+            "model_dir": str(Path(model_dir).resolve()),
+            "device": device,
+            "knees": knees,
+            "force": force,
+        },
         batch_size=batch,
         concurrency=actors,
         num_gpus=1 if device.startswith("cuda") else 0,

@@ -54,3 +54,15 @@ def full_demo(tmp_path_factory):
         return run_demo(out, DemoSettings(), progress=False, stream=io.StringIO())
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def trained_model(request) -> Path:
+    """A model directory with trained tiny models: ``KNEEL_TINY_MODEL`` when it points at one (trained with
+    ``configs/tiny_lc.yaml`` and ``configs/tiny_hc.yaml`` or better), else the default demo's (``full_demo``)."""
+    import os
+
+    model = os.environ.get("KNEEL_TINY_MODEL")
+    if model and (Path(model) / "hc").is_dir() and (Path(model) / "lc").is_dir():
+        return Path(model)
+    return Path(request.getfixturevalue("full_demo").report_html.parent / "model")

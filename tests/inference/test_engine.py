@@ -1,4 +1,8 @@
-"""The batch engine and ``kneel predict``: inputs, outputs, errors, resume (also after kill -9), shards."""
+"""The batch engine and ``kneel predict``: inputs, outputs, errors, resume (also after kill -9), shards.
+
+The models are random (plumbing, not accuracy): they find no knee, so the runs pass ``force`` (``--force``) to get
+landmarks from them; the presence decision has its own tests (``test_presence.py``).
+"""
 
 import json
 import os
@@ -34,8 +38,8 @@ def cohort(films, tmp_path_factory) -> Path:
 
 def test_folder_run_writes_every_output(model_dir, cohort, tmp_path):
     out = tmp_path / "out"
-    summary = predict_files([cohort], model_dir, out, workers=1, overlays=True, npz=True, progress=False)
-    assert (summary.found, summary.done, summary.failed) == (5, 4, 1)
+    summary = predict_files([cohort], model_dir, out, workers=1, overlays=True, npz=True, progress=False, force=True)
+    assert (summary.found, summary.done, summary.failed, summary.no_knee) == (5, 4, 1, 0)
     table = pd.read_csv(out / "landmarks.csv", dtype={"file": str})
     assert tuple(table.columns) == CSV_COLUMNS
     files = sorted(table["file"].unique())
@@ -56,7 +60,8 @@ def test_folder_run_writes_every_output(model_dir, cohort, tmp_path):
 
 def test_cli_resume_and_exit_status(model_dir, cohort, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = ["predict", str(cohort), "--model", str(model_dir), "--out", str(out), "--workers", "0", "--quiet"]
+    argv = ["predict", str(cohort), "--model", str(model_dir), "--out", str(out), "--workers", "0", "--quiet",
+            "--force"]  # fmt: skip
     assert main(argv) == 1  # the broken file fails, the others do not
     first = capsys.readouterr()
     assert "4 predicted" in first.out and "broken.dcm" in first.err
@@ -64,7 +69,8 @@ def test_cli_resume_and_exit_status(model_dir, cohort, tmp_path, capsys):
     assert main(argv) == 1
     assert "0 predicted, 4 already done, 1 failed" in capsys.readouterr().out
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
-    good = ["predict", str(cohort / "a"), "--model", str(model_dir), "--out", str(tmp_path / "good"), "--quiet"]
+    good = ["predict", str(cohort / "a"), "--model", str(model_dir), "--out", str(tmp_path / "good"), "--quiet",
+            "--force"]  # fmt: skip
     assert main(good) == 0
     assert main(["predict", str(tmp_path / "nowhere"), "--model", str(model_dir), "--out", str(out)]) == 1
     assert "no such file or folder" in capsys.readouterr().err
@@ -72,9 +78,11 @@ def test_cli_resume_and_exit_status(model_dir, cohort, tmp_path, capsys):
 
 def test_other_settings_refuse_to_mix(model_dir, cohort, tmp_path):
     out = tmp_path / "out"
-    predict_files([cohort / "a"], model_dir, out, workers=0, progress=False)
+    predict_files([cohort / "a"], model_dir, out, workers=0, progress=False, force=True)
     with pytest.raises(ConfigError, match="other settings"):
-        predict_files([cohort / "a"], model_dir, out, workers=0, refine=False, progress=False)
+        predict_files([cohort / "a"], model_dir, out, workers=0, refine=False, progress=False, force=True)
+    with pytest.raises(ConfigError, match="other settings"):
+        predict_files([cohort / "a"], model_dir, out, workers=0, progress=False)  # without force
 
 
 def test_kill_9_loses_nothing_finished(model_dir, films, tmp_path, capsys):
@@ -84,7 +92,7 @@ def test_kill_9_loses_nothing_finished(model_dir, films, tmp_path, capsys):
         shutil.copy(films["bilateral"], src / f"{i:02d}" / "film.dcm")
     out = tmp_path / "out"
     cmd = [*KNEEL, "predict", str(src), "--model", str(model_dir), "--out", str(out), "--workers", "0",
-           "--batch-size", "2", "--quiet"]  # fmt: skip
+           "--batch-size", "2", "--quiet", "--force"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
@@ -111,8 +119,8 @@ def test_shards_partition_the_inputs(model_dir, cohort, tmp_path):
     assert sorted(keys) == sorted(f.key for f in files) and len(keys) == len(set(keys))
     assert in_shard(list(reversed(files)), (1, 3)) == list(reversed(parts[1]))  # independent of order
     out = tmp_path / "out"
-    a = predict_files([cohort], model_dir, out, shard="0/2", workers=0, progress=False)
-    b = predict_files([cohort], model_dir, out, shard="1/2", workers=0, progress=False)
+    a = predict_files([cohort], model_dir, out, shard="0/2", workers=0, progress=False, force=True)
+    b = predict_files([cohort], model_dir, out, shard="1/2", workers=0, progress=False, force=True)
     assert a.found + b.found == 5
     assert len(pd.read_csv(out / "landmarks.csv")["file"].unique()) == 4
     for bad in ("2/2", "x", "1/0"):

@@ -7,12 +7,16 @@ import numpy as np
 import pytest
 from inference_helpers import CentroidEnsemble, blob_film, write_dicom
 
-from kneel.inference import KneePrediction, Predictor, RadiographPrediction
+from kneel.inference import KneePrediction, Predictor, PresenceRule, RadiographPrediction
 from kneel.io import RadiographError
 from kneel.landmarks import KneeSide
 
 
 def _centroid_predictor(**kwargs) -> Predictor:
+    """The stand-in puts all 16 landmarks on the blob: no knee shape, so the shape tests of the presence decision are
+    off (the content and low-cost tests stay on)."""
+    shape_off = PresenceRule(max_shape_residual_mm=np.inf, shape_scale_range=(0.0, np.inf), max_shape_angle_deg=180.0)
+    kwargs.setdefault("presence", shape_off)
     return Predictor.from_ensembles(CentroidEnsemble("kneel_lc"), CentroidEnsemble("kneel_hc"), **kwargs)
 
 
@@ -58,14 +62,18 @@ def test_missing_knee_gives_the_other_with_a_warning(tmp_path):
     assert result.to_dict()["missing"] == ["L"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        forced = _centroid_predictor(knees="both").predict(path)  # the reference's behaviour: both, no crash
+        halves = _centroid_predictor(knees="both").predict(path)  # both halves looked at, the empty one refused
+        forced = _centroid_predictor(knees="both", force=True).predict(path)  # the reference's behaviour: both
         only_r = _centroid_predictor(knees="R").predict(path)
-    assert set(forced.knees) == {KneeSide.R, KneeSide.L}
+        only_l = _centroid_predictor(knees="L").predict(path)
+    assert list(halves.knees) == [KneeSide.R] and "empty" in halves.absent[KneeSide.L]
+    assert set(forced.knees) == {KneeSide.R, KneeSide.L} and forced.status == "ok"
     assert list(only_r.knees) == [KneeSide.R]
+    assert not only_l.knees and only_l.status == "no_knee" and "knee L" in only_l.reason
 
 
 def test_tiny_model_outputs_are_consistent(model_dir, films):
-    predictor = Predictor(model_dir, knees="both", refine=True)
+    predictor = Predictor(model_dir, knees="both", refine=True, force=True)  # random weights find no knee: force
     result = predictor.predict(films["aniso"])
     assert isinstance(result, RadiographPrediction)
     assert result.spacing == (0.5, 0.4)
@@ -84,8 +92,9 @@ def test_tiny_model_outputs_are_consistent(model_dir, films):
 
 
 def test_reference_geometry_mode_differs(model_dir, films):
-    exact = Predictor(model_dir, knees="both", refine=False).predict(films["bilateral"])
-    ref = Predictor(model_dir, knees="both", refine=False, reference_geometry=True).predict(films["bilateral"])
+    film = films["bilateral"]
+    exact = Predictor(model_dir, knees="both", refine=False, force=True).predict(film)
+    ref = Predictor(model_dir, knees="both", refine=False, reference_geometry=True, force=True).predict(film)
     assert ref.settings["reference_geometry"] and not exact.settings["reference_geometry"]
     assert set(ref.knees) == set(exact.knees) == {KneeSide.R, KneeSide.L}
     diff = max(np.abs(ref[s].landmarks_px - exact[s].landmarks_px).max() for s in exact.knees)
@@ -106,7 +115,7 @@ def test_presence_rule_on_synthetic_single_knee_films(tmp_path):
     synth = pytest.importorskip("kneel.synth")
     import pandas as pd
 
-    from kneel.inference import Preparer, PresenceRule, StageGeometry
+    from kneel.inference import Preparer, StageGeometry
 
     synth.generate_cohort(tmp_path, n=2, seed=5, layout="flat", single_knee_fraction=1.0, workers=1, progress=False)
     truth = pd.read_csv(tmp_path / "ground_truth.csv", dtype={"file": str})
@@ -115,5 +124,6 @@ def test_presence_rule_on_synthetic_single_knee_films(tmp_path):
     for file, rows in truth.groupby("file"):
         prepared = preparer.prepare(preparer.read(tmp_path / file), file)
         assert prepared.film == "bilateral"
-        present = {job.plan.side.value: job.content >= rule.min_content_fraction for job in prepared.lc_jobs}
-        assert present == {s: s in set(rows["side"]) for s in ("R", "L")}, (file, [j.content for j in prepared.lc_jobs])
+        jobs = prepared.lc_jobs
+        present = {job.plan.side.value: job.evidence.content >= rule.min_content_fraction for job in jobs}
+        assert present == {s: s in set(rows["side"]) for s in ("R", "L")}, (file, [j.evidence for j in jobs])

@@ -15,13 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_predict_batch_gives_table_columns_and_error_rows(model_dir, films):
-    predictor = Predictor(model_dir, knees="both")
+    predictor = Predictor(model_dir, knees="both", force=True)  # random weights find no knee: force
     columns = predict_batch(predictor, ["x", "broken"], [str(films["bilateral"]), str(films["broken"])])
-    assert list(columns) == [*CSV_COLUMNS, "error"]
+    assert list(columns) == [*CSV_COLUMNS, "status", "error"]
     n = len(columns["file"])
     assert all(len(v) == n for v in columns.values()) and n == 32 + 1
     errors = [e for e in columns["error"] if e]
     assert len(errors) == 1 and columns["file"][columns["error"].index(errors[0])] == "broken"
+    assert columns["status"].count("failed") == 1 and columns["status"].count("ok") == 32
     single = predictor.predict(films["bilateral"])
     rows = [i for i in range(n) if columns["file"][i] == "x" and columns["side"][i] == "L"]
     np.testing.assert_allclose([columns["x_px"][i] for i in rows], single["L"].landmarks_px[:, 0])
@@ -41,7 +42,7 @@ def test_ray_example_on_a_local_ray(model_dir, films, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False, runtime_env=env)
     try:
         ray_predict.run(str(model_dir), [str(films["bilateral"].parent)], str(tmp_path / "out"), actors=1, batch=2,
-                        knees="both")  # fmt: skip
+                        knees="both", force=True)  # fmt: skip
     finally:
         ray.shutdown()
     table = pd.concat(pd.read_csv(p, dtype={"file": str}) for p in (tmp_path / "out").glob("*.csv"))

@@ -1,4 +1,8 @@
-"""A real ``kneel serve`` process on a free localhost port, with a tiny random-weight model."""
+"""A real ``kneel serve`` process on a free localhost port, with a tiny random-weight model.
+
+Random weights find no knee, so this server runs with ``--force`` (the presence decision is tested with trained
+models in ``test_presence.py``).
+"""
 
 from __future__ import annotations
 
@@ -31,13 +35,11 @@ def service_model(tmp_path_factory) -> Path:
     return make_model_dir(tmp_path_factory.mktemp("service_model"), seed=3)
 
 
-@pytest.fixture(scope="session")
-def server(service_model, tmp_path_factory):
-    """Base URL of a running server; the process is stopped after the session."""
+def _serve(model: Path, log: Path, *extra: str, max_mb: float = MAX_REQUEST_MB):
+    """Start ``kneel serve`` on a free port; yield its base URL; stop it afterwards."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    cmd = [sys.executable, "-m", "kneel", "serve", "--model", str(service_model), "--port", str(port),
-           "--max-request-mb", str(MAX_REQUEST_MB), "--log-level", "warning"]  # fmt: skip
+    cmd = [sys.executable, "-m", "kneel", "serve", "--model", str(model), "--port", str(port),
+           "--max-request-mb", str(max_mb), "--log-level", "warning", *extra]  # fmt: skip
     with open(log, "wb") as handle:
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -58,6 +60,18 @@ def server(service_model, tmp_path_factory):
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(service_model, tmp_path_factory):
+    """Base URL of a running server with random weights and ``--force``; stopped after the session."""
+    yield from _serve(service_model, tmp_path_factory.mktemp("server") / "server.log", "--force")
+
+
+@pytest.fixture(scope="session")
+def trained_server(trained_model, tmp_path_factory):
+    """Base URL of a running server with trained tiny models and the presence decision on."""
+    yield from _serve(trained_model, tmp_path_factory.mktemp("trained_server") / "server.log", max_mb=64.0)
 
 
 @pytest.fixture(scope="session")

@@ -29,19 +29,32 @@ def test_bilateral_endpoint_matches_the_library(server, service_model, dicoms):
     assert set(body) == {"R", "L"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        local = Predictor(service_model, knees="both").predict(dicoms["bilateral"])
+        local = Predictor(service_model, knees="both", force=True).predict(dicoms["bilateral"])
     for side in ("R", "L"):
         points = np.asarray(body[side])
         assert points.shape == (16, 2) and points.dtype.kind == "i"
         np.testing.assert_allclose(points, np.round(local[side].landmarks_px), atol=1)
+    assert response.headers["X-Kneel-Status"] == "ok"
+
+
+def test_a_request_can_turn_the_presence_decision_back_on(server, dicoms):
+    """The server runs with --force; "force": false asks for the presence decision, which random weights fail."""
+    payload = {"dicom": _b64(dicoms["bilateral"]), "force": False}
+    response = httpx.post(f"{server}/kneel/predict/bilateral", json=payload, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"R": None, "L": None}  # the reference's answer when it finds nothing
+    assert response.headers["X-Kneel-Status"] == "no_knee" and "knee" in response.headers["X-Kneel-Reason"]
+    body = httpx.post(f"{server}/v1/predict", json=payload, timeout=60).json()
+    assert body["status"] == "no_knee" and body["knees"] == {} and body["missing"] == ["R", "L"]
+    assert {s: v["status"] for s, v in body["presence"].items()} == {"R": "no_knee", "L": "no_knee"}
 
 
 def test_v1_reports_mm_uncertainty_quality_and_missing_knees(server, dicoms):
-    payload = {"dicom": _b64(dicoms["missing_left"]), "knees": "auto"}
+    payload = {"dicom": _b64(dicoms["missing_left"]), "knees": "R"}
     response = httpx.post(f"{server}/v1/predict", json=payload, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["missing"] == ["L"] and any("knee L missing" in w for w in body["warnings"])
+    assert body["status"] == "ok" and body["missing"] == ["L"] and list(body["presence"]) == ["R"]
     knee = body["knees"]["R"]
     px, mm = np.asarray(knee["landmarks_px"]), np.asarray(knee["landmarks_mm"])
     np.testing.assert_allclose(mm, px * 0.5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from kneel.inference.engine import default_workers
 
@@ -48,6 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="map outputs back like the reference (inexact; to compare with old results)",
     )
     parser.add_argument("--spacing", type=_spacing, metavar="MM", help="pixel spacing override (MM or ROW,COL)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="skip the knee presence decision: landmarks for every knee looked for, whatever the DICOM Modality, "
+        "BodyPartExamined and the image show (see docs/inference.md)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when any file holds no knee (default: 0 once every file was read; files without a "
+        "knee are listed in OUT/status.csv)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")  # fmt: skip
 
 
@@ -70,9 +83,16 @@ def run(args: argparse.Namespace) -> int:
         reference_geometry=args.reference_geometry,
         spacing=args.spacing,
         progress=not args.quiet,
+        force=args.force,
     )
     print(
         f"kneel predict: {summary.done} predicted, {summary.skipped} already done, {summary.failed} failed "
-        f"of {summary.found} in {summary.seconds:.1f} s -> {summary.out}"
+        f"of {summary.found} in {summary.seconds:.1f} s; {summary.no_knee} without a knee -> {summary.out}"
     )
-    return 0 if summary.ok else 1
+    if not summary.ok:
+        return 1
+    if args.strict and summary.no_knee:
+        print(f"kneel predict: --strict: {summary.no_knee} files hold no knee (see {summary.out}/status.csv)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0

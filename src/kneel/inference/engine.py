@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from kneel.inference.discovery import InputFile, discover_inputs, in_shard, parse_shard
 from kneel.inference.outputs import OutputFolder
 from kneel.inference.pipeline import Predictor, PreparedRadiograph, PrepareFailure, Preparer
+from kneel.inference.presence import STATUS_NO_KNEE, STATUS_OK
 
 __all__ = ["RunSummary", "predict_files", "predict_batch", "PreparingDataset", "default_workers"]
 
@@ -42,9 +43,12 @@ class RunSummary:
     """Files of this shard that failed (listed in ``errors.csv``)."""
     seconds: float
     out: str
+    no_knee: int = 0
+    """Files of this shard read but holding no knee (status ``no_knee`` in ``status.csv``)."""
 
     @property
     def ok(self) -> bool:
+        """Every file of this shard was read (files without a knee count as read)."""
         return self.failed == 0
 
 
@@ -99,6 +103,7 @@ def predict_files(
     reference_geometry: bool = False,
     spacing: float | Sequence[float] | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> RunSummary:
     """Predict landmarks for every radiograph in ``inputs``; write results to ``out`` (see :mod:`.outputs`).
 
@@ -106,7 +111,7 @@ def predict_files(
         inputs: files, folders (recursive), glob patterns, ``.txt`` lists of paths.
         model: the model directory (``MODEL/{lc,hc}/fold_<k>/``) or a ready :class:`Predictor`.
         out: output folder; re-running with the same folder resumes (finished radiographs are skipped).
-        knees, refine, device, precision, reference_geometry, spacing: see :class:`Predictor`.
+        knees, refine, device, precision, reference_geometry, spacing, force: see :class:`Predictor`.
         batch_size: network inputs per forward pass (``batch_size // 2`` radiographs per batch).
         workers: DataLoader worker processes reading radiographs (default :func:`default_workers`).
         overlays: write a PNG per radiograph with the landmarks drawn.
@@ -115,7 +120,8 @@ def predict_files(
         progress: show a progress bar (images/s).
 
     Returns:
-        A :class:`RunSummary`; ``failed > 0`` when any file of this shard could not be processed.
+        A :class:`RunSummary`; ``failed > 0`` when any file of this shard could not be processed, ``no_knee``: files
+        read that hold no knee (listed with the reason in ``status.csv`` and on stderr).
     """
     start = time.perf_counter()
     shard_kn = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
@@ -132,6 +138,7 @@ def predict_files(
             reference_geometry=reference_geometry,
             batch_size=batch_size,
             spacing=spacing,
+            force=force,
         )
     folder = OutputFolder(out)
     folder.open(predictor.settings)
@@ -166,8 +173,11 @@ def predict_files(
                 folder.write_result(prediction)
                 if overlays:
                     folder.write_overlay(prediction, item.image)
-                for note in prediction.warnings:
-                    bar.write(f"kneel predict: {prediction.file}: warning: {note}", file=sys.stderr)
+                if prediction.status == STATUS_NO_KNEE:
+                    bar.write(f"kneel predict: {prediction.file}: no knee: {prediction.reason}", file=sys.stderr)
+                else:
+                    for note in prediction.warnings:
+                        bar.write(f"kneel predict: {prediction.file}: warning: {note}", file=sys.stderr)
                 done += 1
             bar.update(len(batch))
             del batch, ready
@@ -175,10 +185,13 @@ def predict_files(
         bar.close()
         folder.rebuild_landmarks()
         folder.rebuild_errors()
+        statuses = folder.rebuild_status()
     if npz:
         folder.write_npz()
     failed = sum(1 for f in files if folder.failure_path(f.key).exists())
-    return RunSummary(len(files), skipped, done, failed, time.perf_counter() - start, str(folder.root))
+    no_knee = sum(1 for f in files if statuses.get(f.key) == STATUS_NO_KNEE)
+    seconds = time.perf_counter() - start
+    return RunSummary(len(files), skipped, done, failed, seconds, str(folder.root), no_knee=no_knee)
 
 
 def _predict_robustly(predictor: Predictor, items: list[PreparedRadiograph], folder: OutputFolder, bar: Any) -> list:
@@ -206,14 +219,16 @@ def predict_batch(predictor: Predictor, keys: Sequence[str], paths: Sequence[str
     """The per-batch function for external engines (Ray Data ``map_batches``, Spark, Dask...): read, predict.
 
     Returns a column dictionary of the landmark table (:data:`~kneel.inference.results.CSV_COLUMNS`) plus
-    ``error`` (empty for landmark rows; a file that fails gives one row with only ``file`` and ``error`` set).
+    ``status`` and ``error``: landmark rows have status ``ok`` and no error; a file that fails gives one row with
+    ``file``, status ``failed`` and the reason in ``error``; a file without a knee one row with status ``no_knee``
+    and the reason (``landmark`` is -1 in both).
     """
     from kneel.inference.results import CSV_COLUMNS
 
-    columns: dict[str, list[Any]] = {name: [] for name in (*CSV_COLUMNS, "error")}
+    columns: dict[str, list[Any]] = {name: [] for name in (*CSV_COLUMNS, "status", "error")}
     prepared = [predictor.preparer(str(k), str(p)) for k, p in zip(keys, paths, strict=True)]
 
-    text = {"file", "side", "name", "sop_instance_uid", "quality", "error"}
+    text = {"file", "side", "name", "sop_instance_uid", "quality", "status", "error"}
 
     def add(row: dict[str, Any]) -> None:
         for name, values in columns.items():
@@ -221,11 +236,13 @@ def predict_batch(predictor: Predictor, keys: Sequence[str], paths: Sequence[str
 
     ready = [p for p in prepared if isinstance(p, PreparedRadiograph)]
     for failure in (p for p in prepared if isinstance(p, PrepareFailure)):
-        add({"file": failure.file, "landmark": -1, "error": failure.reason})
+        add({"file": failure.file, "landmark": -1, "status": failure.status, "error": failure.reason})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = predictor.predict_prepared(ready) if ready else []
     for prediction in results:
+        if prediction.status == STATUS_NO_KNEE:
+            add({"file": prediction.file, "landmark": -1, "status": STATUS_NO_KNEE, "error": prediction.reason})
         for row in prediction.rows():
-            add(dict(zip(CSV_COLUMNS, row, strict=True)))
+            add({**dict(zip(CSV_COLUMNS, row, strict=True)), "status": STATUS_OK})
     return columns

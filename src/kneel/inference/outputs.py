@@ -7,6 +7,7 @@ Layout of ``--out``::
     failed/<name>.json    one per file that failed (retried by the next run; removed once it succeeds)
     landmarks.csv         file,side,landmark,name,x_px,y_px,x_mm,y_mm,uncertainty_mm,sop_instance_uid,quality
     errors.csv            file,reason
+    status.csv            file,status,knees_found,reason: every input, ok / no_knee / failed
     overlays/<name>.png   optional pictures of the landmarks
     preds.npz             optional, reference-compatible: preds (N, 2, 16, 2) in R, L order (NaN: missing), imgs
 
@@ -31,10 +32,14 @@ from typing import Any
 import numpy as np
 
 from kneel.errors import ConfigError
+from kneel.inference.presence import STATUS_FAILED
 from kneel.inference.results import CSV_COLUMNS, RadiographPrediction
 from kneel.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
 
-__all__ = ["OutputFolder", "result_name"]
+__all__ = ["OutputFolder", "result_name", "STATUS_COLUMNS"]
+
+STATUS_COLUMNS = ("file", "status", "knees_found", "reason")
+"""Columns of ``status.csv``: one row per input file."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -72,6 +77,7 @@ class OutputFolder:
         self.overlays = self.root / "overlays"
         self.landmarks_csv = self.root / "landmarks.csv"
         self.errors_csv = self.root / "errors.csv"
+        self.status_csv = self.root / "status.csv"
         self.npz = self.root / "preds.npz"
         self.run_json = self.root / "run.json"
 
@@ -169,6 +175,22 @@ class OutputFolder:
         atomic_write_text(self.errors_csv, _csv_text(rows, ("file", "reason")))
         return len(rows)
 
+    def rebuild_status(self) -> dict[str, str]:
+        """Rewrite ``status.csv`` (file, status, knees_found, reason): every finished radiograph (``ok``: a knee was
+        found, ``no_knee``: none) and every failed file (``failed``), sorted by file; returns ``{file: status}``."""
+        rows: dict[str, tuple[str, str, str, str]] = {}
+        for key, path in self._records(self.failed):
+            try:
+                reason = str(json.loads(path.read_text(encoding="utf-8")).get("reason", ""))
+            except (OSError, ValueError):
+                continue
+            rows[key] = (key, STATUS_FAILED, "", reason)
+        for prediction in self.iter_results():
+            found = "".join(knee.side.value for knee in prediction)
+            rows[prediction.file] = (prediction.file, prediction.status, found, prediction.reason)
+        atomic_write_text(self.status_csv, _csv_text([rows[k] for k in sorted(rows)], STATUS_COLUMNS))
+        return {k: v[1] for k, v in rows.items()}
+
     def write_npz(self) -> int:
         """``preds.npz`` like the reference's: ``preds`` (N, 2, 16, 2) R/L, ``imgs`` (names without extension),
         plus ``files`` (the keys); float64 original pixels (not rounded), NaN for a missing knee."""
@@ -191,6 +213,8 @@ class OutputFolder:
         """A PNG of the (downscaled) normalised image with each knee's landmarks and ROI centre drawn."""
         import cv2
 
+        if image_u8.size == 0:  # refused before its pixels were read: a small black card
+            image_u8 = np.zeros((128, 256), np.uint8)
         scale = min(1.0, max_side / max(image_u8.shape))
         small = cv2.resize(image_u8, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_u8
         canvas = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
@@ -206,6 +230,8 @@ class OutputFolder:
             flag = "" if knee.quality == "ok" else " ?"
             cv2.putText(canvas, knee.side.value + flag, (int(cx) + 8, int(cy) - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
                         colour, 2, cv2.LINE_AA)  # fmt: skip
+        if prediction.status != "ok":
+            cv2.putText(canvas, "no knee", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 255), 2, cv2.LINE_AA)
         ok, encoded = cv2.imencode(".png", canvas)
         if not ok:
             raise OSError("PNG encoding failed")

@@ -40,7 +40,20 @@ from kneel.inference.geometry import (
     mask_outside,
     warp_window,
 )
-from kneel.inference.presence import KneePlan, KneesMode, PresenceRule, content_fraction, plan_knees
+from kneel.inference.knee_shape import shape_fit
+from kneel.inference.presence import (
+    STATUS_OK,
+    KneeEvidence,
+    KneePlan,
+    KneesMode,
+    PresenceRule,
+    content_fraction,
+    header_tags,
+    plan_knees,
+    size_refusal,
+    tag_refusal,
+)
+from kneel.inference.presence_limits import model_limits
 from kneel.inference.reference_geometry import (
     reference_hc_decode,
     reference_hc_transform,
@@ -63,8 +76,8 @@ class LcJob:
     transform: Affine
     image: np.ndarray
     """(crop, crop) float32, 0-255."""
-    content: float
-    """Fraction of bright pixels in the half (presence rule)."""
+    evidence: KneeEvidence
+    """What the presence decision measured (content now, the model signals once the networks ran)."""
 
 
 @dataclass
@@ -81,6 +94,8 @@ class PreparedRadiograph:
     film: str
     lc_jobs: list[LcJob]
     warnings: list[str] = field(default_factory=list)
+    refusal: str | None = None
+    """Why the whole file holds no knee (DICOM tags, film size), decided before any network runs."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -112,6 +127,7 @@ class Preparer:
         presence: PresenceRule | None = None,
         reference_geometry: bool = False,
         spacing: float | Sequence[float] | None = None,
+        force: bool = False,
     ) -> None:
         self.lc = lc
         self.hc = hc
@@ -119,6 +135,7 @@ class Preparer:
         self.presence = presence or PresenceRule()
         self.reference_geometry = reference_geometry
         self.spacing = spacing
+        self.force = bool(force)
 
     def read(self, path: str | os.PathLike[str]) -> Any:
         from kneel.io import read_radiograph
@@ -134,23 +151,33 @@ class Preparer:
         """Normalise the whole image, decide film type and knees, warp each low-cost input once."""
         from kneel.io import normalize_intensity
 
-        image = normalize_intensity(radiograph.image)
         spacing = (float(radiograph.spacing[0]), float(radiograph.spacing[1]))
+        path = str(radiograph.path)
+        key = file if file is not None else path
+        meta = radiograph.meta
+        refusal = None if self.force else tag_refusal(meta.modality, getattr(meta, "body_part", None))
+        if refusal is not None:  # the tags say no knee: nothing else to look at
+            return self.refused(key, path, refusal, spacing, str(radiograph.spacing_source), radiograph.shape,
+                                meta.sop_instance_uid)  # fmt: skip
+        image = normalize_intensity(radiograph.image)
         h, w = image.shape
+        refusal = None if self.force else size_refusal(h * spacing[0], w * spacing[1], self.presence)
+        if refusal is not None:
+            return self.refused(key, path, refusal, spacing, str(radiograph.spacing_source), (h, w),
+                                meta.sop_instance_uid)  # fmt: skip
         width_mm = w * spacing[1]
-        film, plans, notes = plan_knees(width_mm, self.knees, radiograph.meta.laterality, self.presence)
+        film, plans, notes = plan_knees(width_mm, self.knees, meta.laterality, self.presence, force=self.force)
         jobs = []
         for plan in plans:
             t = self.lc_transform((h, w), spacing, plan.half)
             x0, wh = half_extent(w, plan.half)
-            content = content_fraction(image, x0, x0 + wh, self.presence.content_level)
+            evidence = KneeEvidence(content=content_fraction(image, x0, x0 + wh, self.presence.content_level))
             net = warp_window(image, t, (self.lc.crop, self.lc.crop))
             sq = (spacing[0], spacing[0]) if self.reference_geometry else spacing
             mask_outside(net, lc_input_box((h, w), sq, plan.half, self.lc))
-            jobs.append(LcJob(plan, t, net, content))
-        path = str(radiograph.path)
+            jobs.append(LcJob(plan, t, net, evidence))
         return PreparedRadiograph(
-            file=file if file is not None else path,
+            file=key,
             path=path,
             image=image,
             spacing=spacing,
@@ -161,10 +188,50 @@ class Preparer:
             warnings=list(notes),
         )
 
+    @staticmethod
+    def refused(
+        file: str,
+        path: str,
+        reason: str,
+        spacing: tuple[float, float] = (float("nan"), float("nan")),
+        spacing_source: str = "",
+        shape: tuple[int, int] = (0, 0),
+        sop_instance_uid: str | None = None,
+    ) -> PreparedRadiograph:
+        """A radiograph refused as a whole before any network runs: status ``no_knee`` with ``reason``."""
+        return PreparedRadiograph(
+            file=file,
+            path=path,
+            image=np.zeros(shape, np.uint8),
+            spacing=spacing,
+            spacing_source=spacing_source,
+            sop_instance_uid=sop_instance_uid,
+            film="none",
+            lc_jobs=[],
+            refusal=reason,
+        )
+
+    def load(self, path: str | os.PathLike[str], file: str | None = None) -> PreparedRadiograph:
+        """Read and prepare one file. A DICOM file that cannot be read but whose tags already say it is no knee
+        radiograph (a CT slice without spacing, a colour ultrasound) is refused (``no_knee``), not failed.
+
+        Raises:
+            KneelError: the file cannot be read or used (and its tags do not refuse it).
+        """
+        try:
+            radiograph = self.read(path)
+        except KneelError:
+            if not self.force:
+                reason = tag_refusal(*header_tags(str(path)))
+                if reason is not None:
+                    return self.refused(file if file is not None else str(path), str(path), reason)
+            raise
+        return self.prepare(radiograph, file)
+
     def __call__(self, file: str, path: str) -> PreparedRadiograph | PrepareFailure:
         """Read and prepare one file; any failure becomes a :class:`PrepareFailure` (never an exception)."""
         try:
-            return self.prepare(self.read(path), file)
+            return self.load(path, file)
         except KneelError as exc:
             return PrepareFailure(file, path, exc.reason)
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop a batch run
@@ -179,6 +246,7 @@ class _HcJob:
     transform: Affine | None = None
     result: np.ndarray | None = None
     spread: np.ndarray | None = None
+    radius: np.ndarray | None = None
 
 
 def _refined_centre(job: _HcJob) -> np.ndarray:
@@ -199,7 +267,9 @@ class Predictor:
         reference_geometry: map outputs back as the reference does (inexact; to compare with old results).
         batch_size: network inputs per forward pass.
         spacing: pixel spacing override in mm (one number or ``(row, col)``), e.g. for PNG input.
-        presence: thresholds of the knee presence rule.
+        presence: thresholds of the knee presence decision (:mod:`kneel.inference.presence`).
+        force: skip the presence decision: landmarks for every knee looked for, whatever the DICOM tags and the image
+            show (the reference's behaviour).
 
     Example:
         >>> predictor = Predictor("MODEL", device="cpu")  # doctest: +SKIP
@@ -220,6 +290,7 @@ class Predictor:
         batch_size: int = 8,
         spacing: float | Sequence[float] | None = None,
         presence: PresenceRule | None = None,
+        force: bool = False,
     ) -> None:
         from kneel.models import load_stage
 
@@ -229,7 +300,7 @@ class Predictor:
                 raise ModelError(f"no {stage}/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/)", root)
         lc = load_stage(root / "lc", device, precision=precision)  # type: ignore[arg-type]
         hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
-        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, str(root))
+        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, str(root))
 
     @classmethod
     def from_ensembles(
@@ -243,15 +314,18 @@ class Predictor:
         batch_size: int = 8,
         spacing: float | Sequence[float] | None = None,
         presence: PresenceRule | None = None,
+        force: bool = False,
     ) -> Predictor:
         """A predictor from two loaded :class:`~kneel.models.FoldEnsemble` objects (or anything with ``predict``)."""
         self = cls.__new__(cls)
-        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, None)
+        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, None)
         return self
 
-    def _init(self, lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, model_dir) -> None:  # noqa: ANN001
+    def _init(self, lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, model_dir) -> None:  # noqa: ANN001
         if lc.config.stage != "lc" or hc.config.stage != "hc":
             raise ModelError(f"stage mismatch: lc/ holds {lc.config.stage!r}, hc/ holds {hc.config.stage!r}")
+        # limits left open are calibrated from the model's own out-of-fold predictions, else the defaults
+        presence = (presence or PresenceRule()).resolved(model_limits(model_dir))
         self.lc = lc
         self.hc = hc
         self.lc_geometry = StageGeometry.from_config(lc.config)
@@ -266,6 +340,7 @@ class Predictor:
             presence=presence,
             reference_geometry=reference_geometry,
             spacing=spacing,
+            force=force,
         )
 
     # ------------------------------------------------------------------------------------------------------------
@@ -284,24 +359,32 @@ class Predictor:
             "spacing_override": None if self.preparer.spacing is None else str(self.preparer.spacing),
             "lc_folds": len(self.lc),
             "hc_folds": len(self.hc),
+            "force": self.preparer.force,
+            "presence": self.preparer.presence.limits(),
         }
 
     def predict(self, source: str | os.PathLike[str] | Any, file: str | None = None) -> RadiographPrediction:
         """Landmarks of every knee in one radiograph (a path or a :class:`kneel.io.Radiograph`).
 
+        A radiograph without a knee gives a result with no knees, ``status == "no_knee"`` and the reason.
+
         Raises:
             RadiographError: the file cannot be read or has no usable spacing.
         """
-        radiograph = self.preparer.read(source) if isinstance(source, str | os.PathLike) else source
-        prepared = self.preparer.prepare(radiograph, file)
+        if isinstance(source, str | os.PathLike):
+            prepared = self.preparer.load(source, file)
+        else:
+            prepared = self.preparer.prepare(source, file)
         return self.predict_prepared([prepared])[0]
 
     def predict_many(self, sources: Iterable[str | os.PathLike[str] | Any]) -> Iterator[RadiographPrediction]:
         """:meth:`predict` for each source in turn, ROIs batched per chunk of ``batch_size // 2`` radiographs."""
         chunk: list[PreparedRadiograph] = []
         for source in sources:
-            radiograph = self.preparer.read(source) if isinstance(source, str | os.PathLike) else source
-            chunk.append(self.preparer.prepare(radiograph))
+            if isinstance(source, str | os.PathLike):
+                chunk.append(self.preparer.load(source))
+            else:
+                chunk.append(self.preparer.prepare(source))
             if len(chunk) >= max(1, self.batch_size // 2):
                 yield from self.predict_prepared(chunk)
                 chunk = []
@@ -309,15 +392,24 @@ class Predictor:
             yield from self.predict_prepared(chunk)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _forward(self, ensemble: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Run ``ensemble`` on 0-255 images in chunks of ``batch_size``: (N, K, 2) mean, (N, K) spread."""
-        means, spreads = [], []
+    def _forward(self, ensemble: Any, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run ``ensemble`` on 0-255 images in chunks of ``batch_size``: (N, K, 2) mean, (N, K) spread, (N, K)
+        heatmap radius (NaN when the ensemble cannot give heatmaps: ONNX backend, stand-ins)."""
+        detailed = getattr(ensemble, "predict_with_heatmap_radius", None)
+        if getattr(ensemble, "backend", "torch") != "torch":
+            detailed = None
+        means, spreads, radii = [], [], []
         for start in range(0, len(images), self.batch_size):
             batch = torch.from_numpy(np.stack(images[start : start + self.batch_size])[:, None])
-            mean, spread = ensemble.predict(batch)
+            if detailed is not None:
+                mean, spread, radius = detailed(batch)
+                radii.append(radius.float().cpu().numpy().astype(np.float64))
+            else:
+                mean, spread = ensemble.predict(batch)
+                radii.append(np.full(tuple(spread.shape), np.nan))
             means.append(mean.float().cpu().numpy().astype(np.float64))
             spreads.append(spread.float().cpu().numpy().astype(np.float64))
-        return np.concatenate(means), np.concatenate(spreads)
+        return np.concatenate(means), np.concatenate(spreads), np.concatenate(radii)
 
     def _hc_transform(self, centre: np.ndarray, spacing: tuple[float, float], side: KneeSide) -> Affine:
         if self.reference_geometry:
@@ -335,36 +427,55 @@ class Predictor:
             job.transform = self._hc_transform(job.centre, item.spacing, job.side)
             net = warp_window(item.image, job.transform, (crop, crop))
             images.append(net if self.reference_geometry else mask_outside(net, hc_input_box(self.hc_geometry)))
-        means, spreads = self._forward(self.hc, images)
-        for job, mean, spread in zip(jobs, means, spreads, strict=True):
+        means, spreads, radii = self._forward(self.hc, images)
+        scale = crop * self.hc_geometry.spacing_mm
+        for job, mean, spread, radius in zip(jobs, means, spreads, radii, strict=True):
             item = items[job.item]
             if self.reference_geometry:
                 job.result = reference_hc_decode(mean, job.centre, item.spacing, job.side, self.hc_geometry)
             else:
                 assert job.transform is not None
                 job.result = job.transform.inverse().apply(mean * crop)
-            job.spread = spread * crop * self.hc_geometry.spacing_mm
+            job.spread = spread * scale
+            job.radius = radius * scale
 
     def predict_prepared(self, items: Sequence[PreparedRadiograph]) -> list[RadiographPrediction]:
-        """Run both stages on many prepared radiographs at once (all their ROIs batched together)."""
+        """Run both stages on many prepared radiographs at once (all their ROIs batched together).
+
+        Each knee looked for is kept or dropped by the presence decision (:mod:`kneel.inference.presence`): the
+        content and low-cost evidence before the high-cost stage, the shape of the 16 landmarks after it.
+        """
         lc_crop = self.lc_geometry.crop
+        lc_scale = lc_crop * self.lc_geometry.spacing_mm
+        rule = self.preparer.presence
         flat = [(i, job) for i, item in enumerate(items) for job in item.lc_jobs]
         notes: list[list[str]] = [list(item.warnings) for item in items]
+        absent: list[dict[KneeSide, str]] = [{} for _ in items]
+        evidence: list[dict[KneeSide, KneeEvidence]] = [{} for _ in items]
         lc_found: dict[tuple[int, KneeSide], tuple[np.ndarray, float]] = {}
+        checked: dict[tuple[int, KneeSide], bool] = {}
+
+        def drop(i: int, side: KneeSide, reason: str) -> None:
+            absent[i][side] = reason
+            notes[i].append(f"knee {side.value} missing: {reason}")
+
         if flat:
-            means, spreads = self._forward(self.lc, [job.image for _, job in flat])
-            for (i, job), mean, spread in zip(flat, means, spreads, strict=True):
+            means, spreads, radii = self._forward(self.lc, [job.image for _, job in flat])
+            for (i, job), mean, spread, radius in zip(flat, means, spreads, radii, strict=True):
                 item = items[i]
                 if self.reference_geometry:
                     centre = reference_lc_decode(mean[0], item.shape, job.plan.half)
                 else:
                     centre = job.transform.inverse().apply(mean[0] * lc_crop)
-                spread_mm = float(spread[0] * lc_crop * self.lc_geometry.spacing_mm)
-                reason = self._absent_reason(item, job, centre, spread_mm)
+                job.evidence.lc_spread_mm = float(spread[0] * lc_scale)
+                job.evidence.lc_radius_mm = float(radius[0] * lc_scale)
+                evidence[i][job.plan.side] = job.evidence
+                checked[(i, job.plan.side)] = job.plan.check_presence
+                reason = self._absent_reason(item, job, centre)
                 if reason is not None:
-                    notes[i].append(f"knee {job.plan.side.value} missing: {reason}")
+                    drop(i, job.plan.side, reason)
                     continue
-                lc_found[(i, job.plan.side)] = (centre, spread_mm)
+                lc_found[(i, job.plan.side)] = (centre, job.evidence.lc_spread_mm)
         jobs = [_HcJob(i, side, centre) for (i, side), (centre, _) in lc_found.items()]
         self._hc_pass(items, jobs)
         if self.refine and jobs:
@@ -375,9 +486,35 @@ class Predictor:
         for job in jobs:
             item = items[job.item]
             lc_centre, lc_spread = lc_found[(job.item, job.side)]
-            assert job.result is not None and job.spread is not None
+            assert job.result is not None and job.spread is not None and job.radius is not None
             if not np.all(np.isfinite(job.result)):
-                notes[job.item].append(f"knee {job.side.value} missing: non-finite prediction")
+                drop(job.item, job.side, "non-finite prediction")
+                continue
+            found = evidence[job.item][job.side]
+            points_mm = job.result * [item.spacing[1], item.spacing[0]]
+            fit = shape_fit(points_mm, mirrored=job.side.mirrored)
+            other = shape_fit(points_mm, mirrored=not job.side.mirrored)
+            if other.residual_mm < 0.5 * fit.residual_mm and abs(other.angle_deg) < abs(fit.angle_deg):
+                # A knee of the other side (a single-knee film with a wrong or missing laterality): still a knee.
+                fit = other
+                notes[job.item].append(
+                    f"knee {job.side.value}: the landmarks fit a {'right' if job.side.mirrored else 'left'} knee "
+                    f"better (wrong or missing laterality? pass knees=R|L)"
+                )
+            found.shape_residual_mm, found.shape_scale = fit.residual_mm, fit.scale
+            found.shape_angle_deg = fit.angle_deg
+            found.hc_spread_mm = float(np.median(job.spread))
+            found.hc_radius_mm = float(np.median(job.radius))
+            reason = None
+            if checked[(job.item, job.side)]:
+                half = next(j.plan.half for j in item.lc_jobs if j.plan.side is job.side)
+                t4 = job.result[CENTRE_LANDMARK]
+                if not _inside(item.shape, half, t4):
+                    where = "the film" if half is None else "its half of the film"
+                    reason = f"its landmarks lie outside {where} (centre {t4[0]:.0f}, {t4[1]:.0f})"
+                reason = reason or rule.hc_reason(found)
+            if reason is not None:
+                drop(job.item, job.side, reason)
                 continue
             knees[job.item][job.side] = KneePrediction(
                 side=job.side,
@@ -391,40 +528,53 @@ class Predictor:
         settings = self.settings
         out = []
         for i, item in enumerate(items):
-            for note in notes[i]:
-                if "missing" in note:
-                    warnings.warn(f"{item.file}: {note}", stacklevel=2)
-            out.append(
-                RadiographPrediction(
-                    file=item.file,
-                    path=item.path,
-                    shape=item.shape,
-                    spacing=item.spacing,
-                    spacing_source=item.spacing_source,
-                    sop_instance_uid=item.sop_instance_uid,
-                    film=item.film,
-                    knees=knees[i],
-                    warnings=notes[i],
-                    settings=settings,
-                )
+            result = RadiographPrediction(
+                file=item.file,
+                path=item.path,
+                shape=item.shape,
+                spacing=item.spacing,
+                spacing_source=item.spacing_source,
+                sop_instance_uid=item.sop_instance_uid,
+                film=item.film,
+                knees=knees[i],
+                warnings=notes[i],
+                settings=settings,
+                refusal=item.refusal,
+                absent=absent[i],
+                evidence=evidence[i],
             )
+            if result.status != STATUS_OK:
+                warnings.warn(f"{item.file}: no knee: {result.reason}", stacklevel=2)
+            else:
+                for note in notes[i]:
+                    if "missing" in note:
+                        warnings.warn(f"{item.file}: {note}", stacklevel=2)
+            out.append(result)
         return out
 
-    def _absent_reason(self, item: PreparedRadiograph, job: LcJob, centre: np.ndarray, spread_mm: float) -> str | None:
-        """Why a knee counts as missing under the presence rule (``None``: present or not checked)."""
+    def _absent_reason(self, item: PreparedRadiograph, job: LcJob, centre: np.ndarray) -> str | None:
+        """Why a knee counts as missing before the high-cost stage (``None``: present or not checked)."""
         if not np.all(np.isfinite(centre)):
             return "the low-cost model gave no finite centre"
         if not job.plan.check_presence:
             return None
         rule = self.preparer.presence
-        if job.content < rule.min_content_fraction:
-            return f"its half of the film is empty ({job.content:.1%} tissue pixels in its middle rows)"
-        if spread_mm > rule.max_lc_spread_mm:
-            return f"the low-cost folds disagree by {spread_mm:.0f} mm (> {rule.max_lc_spread_mm:g} mm)"
-        h, w = item.shape
-        x, y = float(centre[0]), float(centre[1])
-        mid = w / 2.0
-        inside = -0.5 <= y <= h - 0.5 and (-0.5 <= x <= mid if job.plan.half is KneeSide.R else mid - 1 <= x <= w)
-        if job.plan.half is not None and not inside:
-            return f"the predicted centre ({x:.0f}, {y:.0f}) lies outside its half of the film"
+        where = "the film" if job.plan.half is None else "its half of the film"
+        reason = rule.content_reason(job.evidence, where) or rule.lc_reason(job.evidence)
+        if reason is not None:
+            return reason
+        if not _inside(item.shape, job.plan.half, centre):
+            return f"the predicted centre ({centre[0]:.0f}, {centre[1]:.0f}) lies outside {where}"
         return None
+
+
+def _inside(shape: tuple[int, int], half: KneeSide | None, xy: np.ndarray) -> bool:
+    """Whether a point lies in the film (``half=None``) or in the film half of a knee (R: image left)."""
+    h, w = shape
+    x, y = float(xy[0]), float(xy[1])
+    mid = w / 2.0
+    if not -0.5 <= y <= h - 0.5:
+        return False
+    if half is None:
+        return -0.5 <= x <= w - 0.5
+    return -0.5 <= x <= mid if half is KneeSide.R else mid - 1 <= x <= w

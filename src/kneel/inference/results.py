@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kneel.inference.presence import STATUS_NO_KNEE, STATUS_OK, KneeEvidence
 from kneel.landmarks import NUM_LANDMARKS, KneeSide, landmark_names
 
 __all__ = [
@@ -126,10 +127,46 @@ class RadiographPrediction:
     spacing_source: str
     sop_instance_uid: str | None
     film: str
-    """``"bilateral"`` or ``"single"`` (a single-knee film, see :mod:`kneel.inference.presence`)."""
+    """``"bilateral"``, ``"single"`` (a single-knee film, see :mod:`kneel.inference.presence`) or ``"none"`` (refused
+    before any knee was looked for)."""
     knees: dict[KneeSide, KneePrediction] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    refusal: str | None = None
+    """Why the whole file holds no knee (DICOM tags, film size); ``None`` when knees were looked for."""
+    absent: dict[KneeSide, str] = field(default_factory=dict)
+    """Each knee looked for and not found, with the reason (one line)."""
+    evidence: dict[KneeSide, KneeEvidence] = field(default_factory=dict)
+    """What the presence decision measured for each knee looked for."""
+
+    @property
+    def status(self) -> str:
+        """``"ok"`` when at least one knee was found, else ``"no_knee"`` (:mod:`kneel.inference.presence`)."""
+        return STATUS_OK if self.knees else STATUS_NO_KNEE
+
+    @property
+    def reason(self) -> str:
+        """One line: why there is no knee (``no_knee``), or which knees looked for are missing (``ok``, may be "")."""
+        if self.refusal:
+            return self.refusal
+        parts = [f"knee {s.value}: {self.absent[s]}" for s in (KneeSide.R, KneeSide.L) if s in self.absent]
+        if not parts and not self.knees:
+            return "no knee was looked for"
+        return "; ".join(parts)
+
+    def knee_status(self) -> dict[str, dict[str, Any]]:
+        """Per knee looked for: ``{"status", "reason", "evidence"}`` (JSON-ready)."""
+        out: dict[str, dict[str, Any]] = {}
+        for side in (KneeSide.R, KneeSide.L):
+            if side not in self.knees and side not in self.absent:
+                continue
+            found = side in self.knees
+            out[side.value] = {
+                "status": STATUS_OK if found else STATUS_NO_KNEE,
+                "reason": "" if found else self.absent[side],
+                "evidence": self.evidence[side].as_dict() if side in self.evidence else {},
+            }
+        return out
 
     def __getitem__(self, side: str | KneeSide) -> KneePrediction:
         return self.knees[KneeSide.parse(side)]
@@ -172,17 +209,20 @@ class RadiographPrediction:
         return {
             "file": self.file,
             "path": self.path,
-            "status": "ok",
+            "status": self.status,
+            "reason": self.reason,
             "image": {
                 "rows": int(self.shape[0]),
                 "columns": int(self.shape[1]),
-                "spacing_mm": [float(v) for v in self.spacing],
+                "spacing_mm": [float(v) if np.isfinite(v) else None for v in self.spacing],
                 "spacing_source": self.spacing_source,
                 "sop_instance_uid": self.sop_instance_uid,
                 "film": self.film,
             },
             "knees": {knee.side.value: knee.to_dict() for knee in self},
             "missing": [s.value for s in (KneeSide.R, KneeSide.L) if s not in self.knees],
+            "refusal": self.refusal,
+            "presence": self.knee_status(),
             "warnings": list(self.warnings),
             "settings": dict(self.settings),
         }
@@ -190,7 +230,8 @@ class RadiographPrediction:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RadiographPrediction:
         image = data["image"]
-        spacing = (float(image["spacing_mm"][0]), float(image["spacing_mm"][1]))
+        spacing = tuple(float("nan") if v is None else float(v) for v in image["spacing_mm"])
+        presence = data.get("presence", {})
         knees = {KneeSide.parse(s): KneePrediction.from_dict(k, spacing) for s, k in data.get("knees", {}).items()}
         return cls(
             file=data["file"],
@@ -203,4 +244,7 @@ class RadiographPrediction:
             knees=knees,
             warnings=list(data.get("warnings", [])),
             settings=dict(data.get("settings", {})),
+            refusal=data.get("refusal"),
+            absent={KneeSide.parse(s): str(v["reason"]) for s, v in presence.items() if v["status"] != STATUS_OK},
+            evidence={KneeSide.parse(s): KneeEvidence.from_dict(v.get("evidence", {})) for s, v in presence.items()},
         )

@@ -140,6 +140,30 @@ class FoldEnsemble:
             outs.append(torch.cat(parts) if len(parts) != 1 else parts[0])
         return torch.stack(outs)
 
+    @torch.inference_mode()
+    def predict_with_heatmap_radius(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict` plus each landmark's heatmap radius (B, K): the RMS over folds of the radius of each fold's
+        soft-argmax distribution about its mean (:meth:`~kneel.models.hourglass.SoftArgmax2D.moments`), normalised
+        units. Always runs the PyTorch models (the ONNX graphs give coordinates only); same coordinates as
+        :meth:`predict`.
+        """
+        x = self._prepare(images)
+        coords, radii = [], []
+        for model, (mean, std) in zip(self.models, self._stats, strict=True):
+            parts_xy, parts_r = [], []
+            for start in range(0, x.shape[0], self.chunk_size):
+                with autocast(self.precision, self.device):
+                    heatmaps = model.heatmaps((x[start : start + self.chunk_size] - mean) / std)
+                xy, radius = model.sagm.moments(heatmaps)
+                parts_xy.append(xy.float())
+                parts_r.append(radius.float())
+            coords.append(torch.cat(parts_xy))
+            radii.append(torch.cat(parts_r))
+        folds = torch.stack(coords)
+        mean = folds.mean(dim=0)
+        spread = ((folds - mean) ** 2).sum(dim=-1).mean(dim=0).sqrt()
+        return mean, spread, (torch.stack(radii) ** 2).mean(dim=0).sqrt()
+
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean of the folds' normalised ``(x, y)`` (B, K, 2) and their spread (B, K).
 

@@ -115,6 +115,14 @@ class SoftArgmax2D(nn.Module):
         self.beta = beta
 
     def forward(self, heatmaps: torch.Tensor) -> torch.Tensor:
+        return self.moments(heatmaps)[0]
+
+    def moments(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The expected ``(x, y)`` (B, K, 2) and the RMS radius of the distribution about it (B, K), normalised units.
+
+        The radius, ``sqrt(E|p - E p|^2)`` with ``x`` in units of the width and ``y`` of the height, says how
+        concentrated the heatmap is: a sharp peak gives a radius of a few heatmap pixels, a flat map about 0.41.
+        """
         b, k, h, w = heatmaps.shape
         logits = heatmaps.float().reshape(b, k, h * w)
         if self.beta != 1.0:
@@ -122,9 +130,11 @@ class SoftArgmax2D(nn.Module):
         prob = torch.softmax(logits, dim=-1).reshape(b, k, h, w)
         xs = torch.arange(w, dtype=prob.dtype, device=prob.device) / w
         ys = torch.arange(h, dtype=prob.dtype, device=prob.device) / h
-        x = (prob.sum(dim=2) * xs).sum(dim=-1)
-        y = (prob.sum(dim=3) * ys).sum(dim=-1)
-        return torch.stack([x, y], dim=-1)
+        px, py = prob.sum(dim=2), prob.sum(dim=3)
+        x = (px * xs).sum(dim=-1)
+        y = (py * ys).sum(dim=-1)
+        var = (px * (xs - x[..., None]) ** 2).sum(dim=-1) + (py * (ys - y[..., None]) ** 2).sum(dim=-1)
+        return torch.stack([x, y], dim=-1), var.clamp(min=0).sqrt()
 
 
 class HourglassNet(nn.Module):

@@ -2,9 +2,16 @@
 
 * ``POST /kneel/predict/bilateral`` ``{"dicom": "<base64>"}`` -> ``{"R": [[x, y] x 16], "L": [...]}``: the reference's
   endpoint (reference §7.2 item 8), so existing clients such as DeepKnee keep working. Original-image pixels,
-  rounded to integers like the reference's outputs; both knees are always predicted (the reference's behaviour).
-* ``POST /v1/predict`` ``{"dicom": "<base64>", "knees": "auto"}`` -> the full result: pixels (float), millimetres,
-  uncertainty per landmark, quality flag per knee, missing knees and warnings.
+  rounded to integers like the reference's outputs; the film is split in two halves like the reference's. A knee
+  that is not there is ``null``, and a file without a knee gives ``{"R": null, "L": null}`` (what the reference
+  returns when it finds nothing), status 200; the headers ``X-Kneel-Status`` (``ok``/``no_knee``) and
+  ``X-Kneel-Reason`` say why.
+* ``POST /v1/predict`` ``{"dicom": "<base64>", "knees": "auto"}`` -> the full result: ``status`` (``ok``/``no_knee``)
+  and ``reason``, pixels (float), millimetres, uncertainty per landmark, quality flag per knee, the presence decision
+  per knee (``presence``), missing knees and warnings.
+
+Both take ``"force": true`` to skip the knee presence decision (:mod:`kneel.inference.presence`), as
+``kneel predict --force`` does; ``kneel serve --force`` makes it the default.
 * ``GET /health``: model and settings. ``GET /docs``: interactive OpenAPI documentation.
 
 Errors are JSON ``{"detail": "..."}`` with a 4xx status: 413 request too large, 400 malformed base64, 415 not a
@@ -22,7 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +50,9 @@ class DicomRequest(BaseModel):
     """A DICOM file, base64-encoded (standard alphabet, padding required)."""
 
     dicom: str = Field(description="the DICOM file's bytes, base64-encoded")
+    force: bool | None = Field(
+        None, description="skip the knee presence decision (landmarks whatever the tags and image show)"
+    )
 
 
 class PredictRequest(DicomRequest):
@@ -117,6 +127,12 @@ def _decode_base64(text: str) -> bytes:
     return data
 
 
+def _header_text(text: str, limit: int = 500) -> str:
+    """One line of printable ASCII for an HTTP header (reasons may quote DICOM strings)."""
+    clean = "".join(c if 32 <= ord(c) < 127 else "?" for c in " ".join(text.split()))
+    return clean[:limit]
+
+
 def _looks_like_dicom(data: bytes) -> bool:
     if len(data) >= 132 and data[128:132] == b"DICM":
         return True
@@ -132,28 +148,34 @@ class _Service:
         self.predictor = predictor
         self.lock = threading.Lock()
         base = predictor.preparer
+        self.force = base.force
         self.preparers = {
-            mode: Preparer(
-                base.lc, base.hc, knees=mode, presence=base.presence, reference_geometry=base.reference_geometry
+            (mode, force): Preparer(
+                base.lc,
+                base.hc,
+                knees=mode,
+                presence=base.presence,
+                reference_geometry=base.reference_geometry,
+                force=force,
             )  # fmt: skip
             for mode in KneesMode
+            for force in (False, True)
         }
 
-    def predict(self, data: bytes, knees: KneesMode) -> Any:
+    def predict(self, data: bytes, knees: KneesMode, force: bool | None = None) -> Any:
         if not _looks_like_dicom(data):
             raise HTTPException(415, "not a DICOM file (no 'DICM' marker and no DICOM tags at the start)")
-        preparer = self.preparers[knees]
+        preparer = self.preparers[(knees, self.force if force is None else bool(force))]
         fd, name = tempfile.mkstemp(prefix="kneel-", suffix=".dcm")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
             try:
-                radiograph = preparer.read(name)
+                prepared = preparer.load(name, file="request")  # tags that refuse the file: no_knee, not an error
             except NotDicomError as exc:
                 raise HTTPException(415, exc.reason) from None
             except RadiographError as exc:
                 raise HTTPException(422, f"unusable DICOM: {exc.reason}") from None
-            prepared = preparer.prepare(radiograph, file="request")
             with self.lock:
                 return self.predictor.predict_prepared([prepared])[0]
         finally:
@@ -181,20 +203,25 @@ def create_app(predictor: Predictor, *, max_request_bytes: int = DEFAULT_MAX_REQ
         }
 
     @app.post("/kneel/predict/bilateral", response_model=BilateralResponse)
-    async def predict_bilateral(request: DicomRequest) -> dict[str, Any]:
-        """The reference's endpoint: both knees, integer original-image pixels, T0..T8 then F9..F15."""
+    async def predict_bilateral(request: DicomRequest, response: Response) -> dict[str, Any]:
+        """The reference's endpoint: both halves, integer original-image pixels, T0..T8 then F9..F15; ``null`` for
+        a knee that is not there (``X-Kneel-Status`` / ``X-Kneel-Reason`` headers say why)."""
         data = _decode_base64(request.dicom)
-        result = await run_in_threadpool(service.predict, data, KneesMode.BOTH)
+        result = await run_in_threadpool(service.predict, data, KneesMode.BOTH, request.force)
         out: dict[str, Any] = {"R": None, "L": None}
         for knee in result:
             out[knee.side.value] = [[int(round(x)), int(round(y))] for x, y in knee.landmarks_px]
+        response.headers["X-Kneel-Status"] = result.status
+        if result.reason:
+            response.headers["X-Kneel-Reason"] = _header_text(result.reason)
         return out
 
     @app.post("/v1/predict")
     async def predict_v1(request: PredictRequest) -> dict[str, Any]:
-        """Landmarks in pixels and mm, per-landmark uncertainty (fold spread, mm), quality flags, warnings."""
+        """``status`` (``ok``/``no_knee``) and ``reason``; landmarks in pixels and mm, per-landmark uncertainty,
+        quality flags, the presence decision per knee, warnings."""
         data = _decode_base64(request.dicom)
-        result = await run_in_threadpool(service.predict, data, KneesMode.parse(request.knees))
+        result = await run_in_threadpool(service.predict, data, KneesMode.parse(request.knees), request.force)
         body = result.to_dict()
         body.pop("path", None)
         body.pop("file", None)

@@ -18,10 +18,14 @@ def serve(
     precision: str = "fp32",
     refine: bool = True,
     reference_geometry: bool = False,
+    force: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     log_level: str = "info",
 ) -> None:
-    """Load ``model`` (``MODEL/{lc,hc}/fold_<k>/``) and serve it on ``host:port`` until interrupted."""
+    """Load ``model`` (``MODEL/{lc,hc}/fold_<k>/``) and serve it on ``host:port`` until interrupted.
+
+    ``force``: skip the knee presence decision for every request (a request can ask for it too).
+    """
     import uvicorn
 
     from kneel.inference.pipeline import Predictor
@@ -31,6 +35,6 @@ def serve(
     quiet_reader_warnings()
 
     predictor = Predictor(model, device=device, precision=precision, refine=refine,
-                          reference_geometry=reference_geometry)  # fmt: skip
+                          reference_geometry=reference_geometry, force=force)  # fmt: skip
     app = create_app(predictor, max_request_bytes=max_request_bytes)
     uvicorn.run(app, host=host, port=int(port), log_level=log_level, workers=1)
