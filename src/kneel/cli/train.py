@@ -16,8 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DATA", help="prepared-data folder (kneel prepare)")
     parser.add_argument("--out", required=True, metavar="MODEL", help="model folder; the stage goes to MODEL/lc|hc")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. epochs=2 folds=2")
-    parser.add_argument("--init-from", metavar="DIR", help="low-cost model folder for transfer to the hc stage")
-    parser.add_argument("--resume", action="store_true", help="continue each fold from its last checkpoint")
+    parser.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="low-cost model folder for transfer to the hc stage (refused unless trained on the same folds)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue each fold from its last checkpoint (refused if the config differs, naming the keys)",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--folds", metavar="0,1", help="train only these folds (comma-separated)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
