@@ -20,7 +20,6 @@ Usage: ``python benchmarks/gpu_check.py [--data DATA] [--films 12] [--predict-fi
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import subprocess
@@ -111,10 +110,8 @@ def _predict(model: Path, films: list[Path], device: str, precision: str) -> tup
     """Landmarks (px) per (film, side) and radiographs/s of the two-stage pipeline (after one warm-up film)."""
     from kneel.inference import Predictor
 
-    # force: landmarks for both knees whatever the knee presence decision (where there is one) says: one-epoch models
-    # fail it
-    force = {"force": True} if "force" in inspect.signature(Predictor).parameters else {}
-    predictor = Predictor(model, device=device, precision=precision, knees="both", **force)
+    # force: landmarks for both knees whatever the knee presence decision says (one-epoch models fail it)
+    predictor = Predictor(model, device=device, precision=precision, knees="both", force=True)
     predictor.predict(films[0])  # warm-up (CUDA context, cuDNN autotuning)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
