@@ -20,7 +20,7 @@ MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
 def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     from kneel.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(train_images=10, test_images=2, folds=2, lc_epochs=1, hc_epochs=1, workers=1)
+    settings = DemoSettings(train_images=16, test_images=2, folds=2, lc_epochs=1, hc_epochs=1, workers=1)
     log = io.StringIO()
     result = run_demo(tmp_path / "demo", settings, progress=False, stream=log)
 
@@ -40,7 +40,7 @@ def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     predicted = summary[summary["knees"] > summary["knees_missing"]]
     assert len(predicted) > 0
     assert predicted["mean_mm"].notna().all()
-    assert "step 11/11" in log.getvalue()
+    assert "step 13/13" in log.getvalue()
 
     # second run: every step but the report is reused
     log2 = io.StringIO()

@@ -159,6 +159,25 @@ def test_prediction_mapping_is_the_exact_inverse(prepared_data: Path, stage: str
     assert errors.max() < 1e-3  # float32 targets only
 
 
+def test_folds_in_parallel_processes_equal_folds_in_turn(
+    prepared_data: Path, tmp_path: Path, tiny_hc: Path, fast: list[str]
+) -> None:
+    """fold_processes=2 trains the two folds side by side in spawned processes: same weights, metrics and
+    out-of-fold tables as training them one after the other with the same thread count."""
+    common = [*fast, "num_threads=1", "init_from=null"]
+    seq = train(tiny_hc, prepared_data, tmp_path / "seq", overrides=common, progress=False)
+    par = train(tiny_hc, prepared_data, tmp_path / "par", overrides=[*common, "fold_processes=2"], progress=False)
+    assert [f.fold for f in par.folds] == [0, 1] and par.oof_predictions is not None
+    for fold in (0, 1):
+        wa = safetensors.torch.load_file(str(tmp_path / f"seq/hc/fold_{fold}/model.safetensors"))
+        wb = safetensors.torch.load_file(str(tmp_path / f"par/hc/fold_{fold}/model.safetensors"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), fold
+        assert seq.folds[fold].best_val_loss == par.folds[fold].best_val_loss
+    assert (tmp_path / "seq/hc/oof_predictions.csv").read_text() == (
+        tmp_path / "par/hc/oof_predictions.csv"
+    ).read_text()
+
+
 def test_training_is_deterministic(prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]) -> None:
     """Two runs give identical metrics and weights, also with loader workers (items depend on seed, epoch, index)."""
     overrides = [*fast, "epochs=2", "mixup=two_pass", "augment.cutout_p=0.5"]

@@ -35,17 +35,20 @@ class DemoSettings:
     Defaults fit the 10-minute budget on a 2-core CPU; raise the sizes and epochs for better models.
     """
 
-    train_images: int = 50
+    train_images: int = 560
     test_images: int = 12
+    calibration_images: int = 16
     seed: int = 0
-    folds: int = 5
-    lc_epochs: int = 24
+    folds: int = 2
+    lc_epochs: int = 5
     hc_epochs: int = 15
     lc_config: str = "tiny_lc.yaml"
     hc_config: str = "tiny_hc.yaml"
     workers: int = 2
     threads: int = 0
     """torch threads (0: all CPU cores)."""
+    fold_processes: int = 2
+    """folds trained at the same time, each in its own process (the CPU's threads divided among them)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +67,10 @@ class DemoPaths:
     @property
     def test_cohort(self) -> Path:
         return self.out / "cohorts" / "test"
+
+    @property
+    def calibration_cohort(self) -> Path:
+        return self.out / "cohorts" / "calibration"
 
     @property
     def data(self) -> Path:

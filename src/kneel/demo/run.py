@@ -59,15 +59,12 @@ def run_demo(
     paths = DemoPaths(Path(out))
     paths.out.mkdir(parents=True, exist_ok=True)
     threads = set_threads(settings.threads)
-    runner = StepRunner(paths.out, total=11, stream=stream)
+    runner = StepRunner(paths.out, total=13, stream=stream)
     runner._say(f"kneel demo -> {paths.out.resolve()} ({threads} torch threads; settings {settings.as_dict()})")
     started = time.perf_counter()
 
-    def synth(split: str) -> dict[str, Any]:
+    def synth(split: str, n: int, seed: int, cohort: Path) -> dict[str, Any]:
         mod = require("kneel.synth", f"synth {split}")
-        n = settings.train_images if split == "train" else settings.test_images
-        seed = settings.seed if split == "train" else settings.seed + 1
-        cohort = paths.train_cohort if split == "train" else paths.test_cohort
         summary = mod.generate_cohort(
             cohort, n, seed=seed, layout="flat", split=split, workers=settings.workers, progress=progress
         )
@@ -78,7 +75,7 @@ def run_demo(
         "synth_train",
         "synthetic training cohort",
         params_synth,
-        lambda: synth("train"),
+        lambda: synth("train", settings.train_images, settings.seed, paths.train_cohort),
         outputs=[paths.train_cohort / "ground_truth.csv"],
         clear=[paths.train_cohort],
     )
@@ -87,7 +84,7 @@ def run_demo(
         "synth_test",
         "synthetic held-out test cohort",
         params_test,
-        lambda: synth("test"),
+        lambda: synth("test", settings.test_images, settings.seed + 1, paths.test_cohort),
         outputs=[paths.test_cohort / "ground_truth.csv"],
         clear=[paths.test_cohort],
     )
@@ -126,7 +123,12 @@ def run_demo(
             paths.data,
             paths.model,
             # num_threads=0: the demo's own thread count (set_threads above), not the config's single thread.
-            overrides=[f"epochs={epochs}", f"folds={settings.folds}", "num_threads=0"],
+            overrides=[
+                f"epochs={epochs}",
+                f"folds={settings.folds}",
+                "num_threads=0",
+                f"fold_processes={settings.fold_processes}",
+            ],
             init_from=paths.model / "lc" if stage == "hc" else None,
             device="cpu",
             progress=progress,
@@ -158,6 +160,45 @@ def run_demo(
             after=["prepare"] + (["train_lc"] if stage == "hc" else []),
         )
 
+    # Calibration films: shapes from the held-out subjects (never trained on), films of their own seed, disjoint from
+    # the test films; they fit the uncertainty radius (kneel calibrate) that the test predictions then carry.
+    params_cal = {"n": settings.calibration_images, "seed": settings.seed + 2}
+    runner.run(
+        "synth_calibration",
+        "synthetic calibration cohort (held-out subjects, own films)",
+        params_cal,
+        lambda: synth("test", settings.calibration_images, settings.seed + 2, paths.calibration_cohort),
+        outputs=[paths.calibration_cohort / "ground_truth.csv"],
+        clear=[paths.calibration_cohort],
+    )
+
+    def calibrate() -> dict[str, Any]:
+        mod = require("kneel.inference.calibrate", "calibrate")
+        from kneel.inference.calibration import CALIBRATION_FILE, CalibrationError
+
+        (paths.model / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale one would change the calibration run
+        try:
+            run = mod.calibrate_model(
+                paths.model,
+                [paths.calibration_cohort],
+                paths.calibration_cohort / "ground_truth.csv",
+                out=paths.out / "predictions" / "calibration",
+                progress=progress,
+            )
+        except CalibrationError as exc:  # e.g. toy models that find too few knees: report, do not stop
+            return {"calibrated": False, "reason": str(exc)}
+        cal = run.calibration
+        return {"calibrated": True, "knees": run.knees, "coverage": cal.coverage, "multiplier": cal.multiplier}
+
+    runner.run(
+        "calibrate",
+        "calibrate the uncertainty radius on the calibration films",
+        {"version": 1},
+        calibrate,
+        clear=[paths.out / "predictions" / "calibration"],
+        after=["synth_calibration", "train_hc"],
+    )
+
     def predict(geometry: str) -> dict[str, Any]:
         mod = require("kneel.inference", f"predict {geometry}")
         summary = mod.predict_files(
@@ -182,7 +223,7 @@ def run_demo(
             lambda g=geometry: predict(g),
             outputs=[paths.predictions(geometry) / "landmarks.csv"],
             clear=[paths.predictions(geometry)],
-            after=["synth_test", "train_hc"],
+            after=["synth_test", "train_hc", "calibrate"],
         )
 
     def baseline() -> dict[str, Any]:

@@ -246,6 +246,43 @@ def _learned_statements(paths: DemoPaths, runner: StepRunner) -> list[str]:
     return lines
 
 
+def uncertainty_section(paths: DemoPaths) -> tuple[pd.DataFrame, Path] | None:
+    """Coverage, ranking and flag figures of the exact-geometry test predictions, and the calibration plot."""
+    from kneel.evaluation.matching import match_predictions, read_ground_truth, read_table
+    from kneel.evaluation.uncertainty import plot_calibration, uncertainty_report
+    from kneel.inference.calibration import Calibration
+
+    table = paths.predictions("exact") / "landmarks.csv"
+    calibration = Calibration.find(paths.model)
+    if calibration is None or not table.is_file():
+        return None
+    pred = read_table(table)
+    knees = match_predictions(pred, read_ground_truth(paths.test_cohort / "ground_truth.csv"), name="exact geometry")
+    report = uncertainty_report(knees, pred, calibration.coverage)
+    rows = [
+        ("stated coverage of uncertainty_mm", f"{report.stated_coverage:.0%}"),
+        ("observed coverage (landmarks within the radius)", f"{report.observed_coverage:.1%}"),
+        ("median radius", f"{report.median_radius_mm:.2f} mm"),
+        ("rank correlation, knee mean radius vs knee mean error", f"{report.knee_rank_correlation:.2f}"),
+        ("rank correlation per landmark", f"{report.landmark_rank_correlation:.2f}"),
+        (
+            "knees with a landmark >= 5 mm off: flagged 'uncertain'",
+            f"{report.flag_recall:.0%} of {report.knees_far_off}" if report.knees_far_off else "none such knee",
+        ),
+        (
+            "knees flagged 'uncertain': with a landmark >= 5 mm off",
+            f"{report.flag_precision:.0%} of {report.flagged}" if report.flagged else "no knee flagged",
+        ),
+        ("95th percentile of the mean error of knees flagged 'ok'", f"{report.ok_p95_mean_error_mm:.2f} mm"),
+        ("calibration knees (fit / conformal)", f"{calibration.n_fit} / {calibration.n_conformal}"),
+    ]
+    frame = pd.DataFrame(rows, columns=["Uncertainty (held-out films, exact geometry)", "Value"])
+    plot = plot_calibration(
+        knees, pred, calibration.levels, calibration.coverage, paths.out / "uncertainty_calibration.png"
+    )
+    return frame, plot
+
+
 def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunner) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.md`` in the demo folder; returns their paths."""
     out = paths.out
@@ -343,6 +380,20 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         "Best / median / worst held-out knees of each KL group (exact geometry).",
     )
     doc.paragraph(f"Complete evaluation report: {paths.evaluation / 'report.html'}")
+    uncertainty = uncertainty_section(paths)
+    if uncertainty is not None:
+        doc.heading("Uncertainty: does the radius mean something?")
+        doc.paragraph(
+            "uncertainty_mm is a calibrated radius (kneel calibrate, fitted on the calibration films, none of them "
+            "used in training): the true landmark should lie within it as often as the stated coverage says. A knee "
+            "is flagged 'uncertain' when any landmark's radius exceeds the calibration's flag radius."
+        )
+        doc.table(uncertainty[0])
+        doc.image(
+            uncertainty[1],
+            "Left: stated vs observed coverage on the held-out films (radii rescaled to each coverage level with the "
+            "calibration's own multipliers). Right: each knee's mean radius against its mean error.",
+        )
     doc.heading("Cross-validation (out-of-fold) results")
     doc.paragraph(
         "The headline table has every stage's all-knee row; the curves below show the whole distribution. Tables "
@@ -392,6 +443,8 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
             "",
             to_markdown(comparison),
         ]
+    if uncertainty is not None:
+        md += ["## Uncertainty (calibrated radius)", "", to_markdown(uncertainty[0]), ""]
     md += [
         "## Steps",
         "",

@@ -34,7 +34,7 @@ __all__ = [
 
 LAST_CHECKPOINT = "last.pt"
 
-RESUME_MAY_DIFFER = ("description", "num_workers", "tensorboard", "cache_images")
+RESUME_MAY_DIFFER = ("description", "num_workers", "tensorboard", "cache_images", "fold_processes")
 """Config keys a resumed run may change, because none changes what is computed: the description is text, loader
 workers only move data loading to other processes (every random draw is seeded per item and epoch), TensorBoard
 files are an extra log, and the image cache keeps the same decoded images in memory instead of re-reading them.

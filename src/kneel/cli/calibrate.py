@@ -1,0 +1,66 @@
+"""``kneel calibrate --model MODEL IMAGES... --gt GT.csv``: fit the model's uncertainty radius on annotated films."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGES", help="annotated radiographs (files, folders, globs)")
+    parser.add_argument("--model", required=True, metavar="MODEL", help="model folder (calibration.json goes there)")
+    parser.add_argument(
+        "--gt", required=True, metavar="CSV", help="ground truth of IMAGES: landmark table, VIA or bf_landmarks CSV"
+    )
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        default=0.9,
+        help="probability that the true landmark lies within the radius (default %(default)s)",
+    )
+    parser.add_argument(
+        "--flag-radius",
+        type=float,
+        default=5.0,
+        metavar="MM",
+        help="knees with any landmark's radius above this are flagged 'uncertain' (default %(default)s mm)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the calibration run's predictions (default MODEL/calibration_predictions)",
+    )
+    parser.add_argument("--spacing", type=float, metavar="MM", help="pixel spacing of images without one (PNG)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kneel.inference.calibrate import calibrate_model
+
+    result = calibrate_model(
+        args.model,
+        args.images,
+        args.gt,
+        out=args.out,
+        coverage=args.coverage,
+        flag_radius_mm=args.flag_radius,
+        spacing=args.spacing,
+        progress=not args.no_progress,
+    )
+    cal = result.calibration
+    diag = cal.diagnostics
+    print(
+        f"calibrated on {result.knees} knees (difficulty model on {cal.n_fit}, conformal quantile on {cal.n_conformal})"
+    )
+    print(f"signals used: {', '.join(f'{s} (weight {w:.2f})' for s, w in zip(cal.signals, cal.weights, strict=True))}")
+    for name, corr in diag.get("rank_correlation", {}).items():
+        print(
+            f"  {name}: rank correlation with the error {corr['landmark']:.2f} per landmark, "
+            f"{corr['knee']:.2f} per knee"
+        )
+    print(
+        f"radius at {cal.coverage:.0%}: {cal.multiplier:.2f} x the predicted error; "
+        f"median {diag['median_radius_mm']:.2f} mm"
+        f" (mean error {diag['mean_error_mm']:.2f} mm); knees flagged 'uncertain' above {cal.flag_radius_mm:g} mm"
+    )
+    print(f"written: {result.path}")
+    return 0

@@ -1,0 +1,112 @@
+"""``kneel calibrate``: run a model on annotated radiographs it never saw and store its uncertainty calibration.
+
+The films go through the whole pipeline (:func:`~kneel.inference.predict_files`, the same code as ``kneel predict``),
+each predicted knee is paired with its ground truth (:func:`~kneel.evaluation.matching.match_predictions`), and the
+raw signals of every landmark with its error in mm feed :func:`~kneel.inference.calibration.fit_calibration`. The
+result is written to ``MODEL/calibration.json``, where :class:`~kneel.inference.Predictor` finds it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kneel.inference.calibration import (
+    DEFAULT_COVERAGE,
+    DEFAULT_FLAG_RADIUS_MM,
+    SIGNALS,
+    Calibration,
+    CalibrationError,
+    fit_calibration,
+)
+from kneel.landmarks import NUM_LANDMARKS, KneeSide
+
+__all__ = ["CalibrationRun", "calibrate_model", "signals_by_knee"]
+
+
+@dataclass
+class CalibrationRun:
+    """What :func:`calibrate_model` fitted and where it wrote it."""
+
+    calibration: Calibration
+    path: Path
+    knees: int
+    predictions: Path
+
+
+def signals_by_knee(pred_dir: str | os.PathLike[str]) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """``(file, side) -> {signal: (16,) mm}`` from the per-image results of a ``kneel predict`` folder."""
+    from kneel.inference.outputs import OutputFolder
+
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for prediction in OutputFolder(pred_dir).iter_results():
+        for knee in prediction:
+            out[(prediction.file, knee.side.value)] = {
+                k: np.asarray(v, dtype=np.float64) for k, v in knee.signals.items()
+            }
+    return out
+
+
+def calibrate_model(
+    model_dir: str | os.PathLike[str],
+    images: Sequence[str | os.PathLike[str]],
+    ground_truth: str | os.PathLike[str],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    coverage: float = DEFAULT_COVERAGE,
+    flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM,
+    spacing: float | Sequence[float] | None = None,
+    workers: int | None = 0,
+    progress: bool = True,
+    write: bool = True,
+) -> CalibrationRun:
+    """Predict ``images`` with ``model_dir``, compare with ``ground_truth`` and store the fitted calibration.
+
+    Args:
+        model_dir: the model folder (``MODEL/{lc,hc}``); ``calibration.json`` is written there.
+        images: radiographs (files, folders, globs) with ground truth, none of them used in training.
+        ground_truth: landmark table ``file,side,landmark,x_px,y_px`` (or VIA / bf_landmarks, as ``kneel evaluate``).
+        out: folder for the predictions (default ``MODEL/calibration_predictions``); resumable.
+        coverage: stated coverage of the radius.
+        flag_radius_mm: knees with a larger radius on any landmark are ``"uncertain"``.
+        spacing: pixel spacing for images without one (PNG).
+        workers: DataLoader workers of the prediction run.
+        progress: progress bars.
+        write: write ``calibration.json`` (False: only return it).
+    """
+    from kneel.evaluation.matching import match_predictions, read_ground_truth, read_table
+    from kneel.inference.engine import predict_files
+
+    model_dir = Path(model_dir)
+    pred_dir = Path(out) if out is not None else model_dir / "calibration_predictions"
+    predict_files(list(images), model_dir, pred_dir, workers=workers, progress=progress, spacing=spacing)
+    table = pred_dir / "landmarks.csv"
+    if not table.is_file():
+        raise CalibrationError("the calibration run predicted no knee", pred_dir)
+    pred = read_table(table)
+    gt = read_ground_truth(ground_truth)
+    matched = match_predictions(pred, gt, name="calibration")
+    signals = signals_by_knee(pred_dir)
+    rows, errors = [], []
+    for i, (file, side) in enumerate(zip(matched.files, matched.sides, strict=True)):
+        knee = signals.get((file, KneeSide.parse(side).value))
+        if knee is None or not np.all(np.isfinite(matched.errors[i])):
+            continue
+        rows.append(knee)
+        errors.append(matched.errors[i])
+    if not rows:
+        raise CalibrationError("no predicted knee matches the ground truth (file names or sides differ?)", table)
+    names = [s for s in SIGNALS if all(s in r for r in rows)]
+    stacked = {s: np.stack([r[s] for r in rows]).reshape(-1, NUM_LANDMARKS) for s in names}
+    calibration = fit_calibration(stacked, np.stack(errors), coverage=coverage, flag_radius_mm=flag_radius_mm)
+    calibration.diagnostics["source"] = {
+        "images": [str(p) for p in images],
+        "ground_truth": str(ground_truth),
+        "predictions": str(pred_dir),
+    }
+    path = calibration.save(model_dir) if write else model_dir / "calibration.json"
+    return CalibrationRun(calibration, path, len(rows), pred_dir)
