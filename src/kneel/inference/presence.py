@@ -2,8 +2,8 @@
 
 Every file gets a status: ``ok`` (at least one knee found), ``no_knee`` (the file was read but holds no knee that
 kneel will put landmarks on; the reason is one line) or ``failed`` (the file could not be read). Every knee looked
-for gets ``ok`` or ``no_knee`` with its reason. The decision, in order (``force=True`` / ``--force`` skips 1-4 and
-6: landmarks for every knee looked for, as the reference gives them):
+for gets ``ok`` or ``no_knee`` with its reason. The decision, in order (``force=True`` / ``--force`` skips all but the
+film type and a finite low-cost centre: landmarks for every knee looked for, as the reference gives them):
 
 1. **DICOM tags.** A Modality that is not a projection radiograph (:data:`REFUSED_MODALITIES`: CT, MR, US, NM, PT,
    MG, ...) or a BodyPartExamined that names another body part (:data:`NOT_KNEE_BODY_PARTS`: CHEST, ABDOMEN,
@@ -19,12 +19,14 @@ for gets ``ok`` or ``no_knee`` with its reason. The decision, in order (``force=
    tissue, i.e. brighter than :data:`CONTENT_LEVEL` and below :data:`SATURATED_LEVEL` in the intensity-normalised
    0-255 image (an empty half is background; collimation blades and markers are saturated).
 5. **Low-cost model.** The knee centre must be finite and inside its half (or the film).
-6. **Model evidence** (:class:`PresenceRule`): the low-cost folds must agree on the centre
-   (:data:`MAX_LC_SPREAD_MM`), and the 16 high-cost landmarks must form a knee: the mean published knee, fitted to
-   them by a similarity transform (:mod:`kneel.inference.knee_shape`), must leave a residual below
-   :data:`MAX_SHAPE_RESIDUAL_MM` with a size within :data:`SHAPE_SCALE_RANGE` of the mean knee and a rotation
-   within :data:`MAX_SHAPE_ANGLE_DEG`. A network shown no knee still answers with 16 points, but they do not form
-   the two joint contours of a real knee.
+6. **Model evidence** (:class:`PresenceRule`): the low-cost folds must agree on the centre and its heatmap must be
+   concentrated, and the 16 high-cost landmarks must form a knee: the mean published knee, fitted to them by a
+   similarity transform (:mod:`kneel.inference.knee_shape`), must leave a small residual, with a size within
+   :data:`SHAPE_SCALE_RANGE` of the mean knee, a rotation within :data:`MAX_SHAPE_ANGLE_DEG` and the knee centre in
+   its half. A network shown no knee still answers with 16 points, but they do not form the two joint contours of a
+   real knee. The fold-spread, heatmap-radius and residual limits are calibrated per model from its out-of-fold
+   predictions (:mod:`kneel.inference.presence_limits`); without them :data:`MAX_LC_SPREAD_MM`,
+   :data:`MAX_SHAPE_RESIDUAL_MM` and no radius limit apply.
 
 A missing knee gives a warning in the result, never an error; the measured separation of every signal is in
 ``docs/inference.md`` (``python benchmarks/presence.py`` measures it again).
