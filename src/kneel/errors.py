@@ -4,7 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["KneelError", "ConfigError", "ModelError"]
+__all__ = ["KneelError", "ConfigError", "ModelError", "OutputError", "option", "use_cli_forms", "cli_forms"]
+
+_CLI_FORMS = False
+
+
+def use_cli_forms(on: bool = True) -> None:
+    """Make messages name command-line flags (``--spacing MM``) instead of Python arguments (``spacing=MM``).
+
+    The ``kneel`` command calls this once at start (and passes it on to its worker processes): a process runs either
+    the command line or someone's Python code, so the setting is per process.
+    """
+    global _CLI_FORMS
+    _CLI_FORMS = bool(on)
+
+
+def cli_forms() -> bool:
+    """Whether messages name command-line flags (see :func:`use_cli_forms`)."""
+    return _CLI_FORMS
+
+
+def option(name: str, value: str | None = None) -> str:
+    """How to set parameter ``name`` in the interface in use: ``--name VALUE`` on the command line, ``name=VALUE``
+    in Python (``option("spacing", "MM")``: ``--spacing MM`` or ``spacing=MM``)."""
+    if _CLI_FORMS:
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None else f"{flag} {value}"
+    return f"{name}=" if value is None else f"{name}={value}"
 
 
 class KneelError(Exception):
@@ -22,3 +48,7 @@ class ConfigError(KneelError):
 
 class ModelError(KneelError):
     """A model directory, snapshot or weight file is missing or does not match the architecture."""
+
+
+class OutputError(KneelError):
+    """An output cannot be written (read-only folder, disk full, quota): the run stops; finished results are kept."""

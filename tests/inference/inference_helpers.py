@@ -49,8 +49,10 @@ def write_dicom(
     spacing: tuple[float, float] | None = (0.5, 0.5),
     laterality: str | None = None,
     uid: str | None = None,
+    extra: dict | None = None,
 ) -> Path:
-    """A minimal uncompressed DX DICOM file (MONOCHROME2, 12 bits stored), with ImagerPixelSpacing if given."""
+    """A minimal uncompressed DX DICOM file (MONOCHROME2, 12 bits stored), with ImagerPixelSpacing if given;
+    ``extra`` sets more attributes by keyword (e.g. ``RescaleSlope``)."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -75,6 +77,8 @@ def write_dicom(
         ds.ImagerPixelSpacing = [f"{spacing[0]:g}", f"{spacing[1]:g}"]
     if laterality:
         ds.ImageLaterality = laterality
+    for keyword, value in (extra or {}).items():
+        setattr(ds, keyword, value)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(str(path), ds, enforce_file_format=True)

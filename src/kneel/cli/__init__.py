@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from kneel import __version__
-from kneel.errors import KneelError
+from kneel.errors import KneelError, cli_forms, use_cli_forms
 
 # name -> (module, one-line help). Order is the order shown by --help.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kneel.io.radiograph import quiet_reader_warnings
 
     quiet_reader_warnings()  # this process is kneel's: pydicom's notes on odd values are noise here
+    api_forms = not cli_forms()
+    use_cli_forms()  # messages name flags (--spacing MM), not Python arguments (spacing=MM)
     try:
         return int(module.run(sub_args) or 0)
     except KneelError as exc:
@@ -89,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kneel {name}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if api_forms:
+            use_cli_forms(False)  # main() called from Python (tests, scripts): leave the process as it was
 
 
 if __name__ == "__main__":

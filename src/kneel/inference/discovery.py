@@ -6,8 +6,10 @@ list), the path relative to the folder for files found in a folder. The key is t
 a folder is given (``kneel predict COHORT`` gives the same keys as the synthetic generator's ``ground_truth.csv``).
 
 Folders are searched recursively; a file is taken when it looks like a DICOM file (``DICM`` marker, or a DICOM
-group 0002/0008 tag at the start: files without extension or preamble) or has a DICOM/image suffix. Hidden files
-and folders are skipped.
+group 0002/0008 tag at the start: files without extension or preamble) or has a DICOM/image suffix. Hidden folders
+are skipped. Every other file found in a folder is a :class:`SkippedFile` with the reason (not a radiograph, a
+PNG/TIFF/JPEG without a spacing, a hidden file, not a regular file such as a FIFO or a link to a device: those are
+never opened, since reading them can block forever), so a run can say what it left out.
 """
 
 from __future__ import annotations
@@ -19,9 +21,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kneel.errors import ConfigError
+from kneel.errors import ConfigError, option
+from kneel.io.radiograph import special_file
 
-__all__ = ["InputFile", "discover_inputs", "looks_like_radiograph", "parse_shard", "in_shard", "shard_of"]
+__all__ = [
+    "InputFile",
+    "SkippedFile",
+    "discover_inputs",
+    "find_inputs",
+    "looks_like_radiograph",
+    "parse_shard",
+    "in_shard",
+    "shard_of",
+]
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -34,6 +46,14 @@ class InputFile:
 
     key: str
     path: str
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file found in an input folder and left out, with the reason (one line)."""
+
+    path: str
+    reason: str
 
 
 def looks_like_radiograph(path: Path, *, images: bool = False) -> bool:
@@ -55,16 +75,27 @@ def looks_like_radiograph(path: Path, *, images: bool = False) -> bool:
     return False
 
 
-def _walk(folder: Path, images: bool) -> list[Path]:
+def _walk(folder: Path, images: bool, skipped: list[SkippedFile]) -> list[Path]:
     found = []
+    radiograph_suffixes = DICOM_SUFFIXES + IMAGE_SUFFIXES
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith("."):
-                continue
             p = Path(root) / name
-            if looks_like_radiograph(p, images=images):
+            if name.startswith("."):
+                if p.suffix.lower() in radiograph_suffixes:  # '.DS_Store' is noise; '...dcm' deserves a word
+                    skipped.append(SkippedFile(str(p), "hidden file (the name starts with '.')"))
+                continue
+            special = special_file(p)
+            if special is not None:
+                skipped.append(SkippedFile(str(p), special))
+            elif looks_like_radiograph(p, images=images):
                 found.append(p)
+            elif p.suffix.lower() in IMAGE_SUFFIXES:
+                kind = p.suffix.lower()[1:].upper()
+                skipped.append(SkippedFile(str(p), f"{kind} image: no pixel spacing (pass {option('spacing', 'MM')})"))
+            else:
+                skipped.append(SkippedFile(str(p), "not a DICOM file (no DICOM marker or suffix)"))
     return found
 
 
@@ -91,7 +122,15 @@ def discover_inputs(inputs: Sequence[str | os.PathLike[str]], *, images: bool = 
     Raises:
         ConfigError: an input matches nothing (a missing path or an empty glob).
     """
+    return find_inputs(inputs, images=images)[0]
+
+
+def find_inputs(
+    inputs: Sequence[str | os.PathLike[str]], *, images: bool = False
+) -> tuple[list[InputFile], list[SkippedFile]]:
+    """:func:`discover_inputs` plus the files found in folders and left out, each with the reason."""
     out: list[InputFile] = []
+    skipped: list[SkippedFile] = []
     seen: set[str] = set()
 
     def add(key: str, path: str) -> None:
@@ -105,12 +144,12 @@ def discover_inputs(inputs: Sequence[str | os.PathLike[str]], *, images: bool = 
         text = os.fspath(raw)
         p = Path(text)
         if p.is_dir():
-            folder_hits.append((p, _walk(p, images)))
+            folder_hits.append((p, _walk(p, images, skipped)))
         elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
             for line in _read_list(p):
                 add(line, line)
-        elif p.is_file():
-            add(text, text)
+        elif p.is_file() or os.path.exists(p):
+            add(text, text)  # a FIFO or a device given by name: the reader refuses it, recorded as a failure
         elif glob.has_magic(text):
             matches = sorted(glob.glob(text, recursive=True))
             if not matches:
@@ -127,7 +166,7 @@ def discover_inputs(inputs: Sequence[str | os.PathLike[str]], *, images: bool = 
     for (folder, files), keys in zip(folder_hits, rel, strict=True):
         for f, k in zip(files, keys, strict=True):
             add(f"{folder.as_posix().rstrip('/')}/{k}" if collide else k, str(f))
-    return out
+    return out, skipped
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -138,9 +177,9 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
         k_text, n_text = str(text).split("/")
         k, n = int(k_text), int(n_text)
     except ValueError:
-        raise ConfigError(f"--shard must look like K/N (e.g. 0/4), not {text!r}") from None
+        raise ConfigError(f"{option('shard')} must look like K/N (e.g. 0/4), not {text!r}") from None
     if n < 1 or not 0 <= k < n:
-        raise ConfigError(f"--shard {text}: need 0 <= K < N")
+        raise ConfigError(f"{option('shard', str(text))}: need 0 <= K < N")
     return k, n
 
 

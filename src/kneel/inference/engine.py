@@ -5,13 +5,18 @@ process runs the networks on the current ones (:class:`~kneel.inference.pipeline
 :meth:`~kneel.inference.pipeline.Predictor.predict_prepared` in the main process, ROIs of all radiographs of a batch in
 one forward pass). Every finished radiograph is written at once (:class:`~kneel.inference.outputs.OutputFolder`), so a
 re-run with the same ``--out`` skips it; a file that fails is recorded in ``errors.csv`` and the run goes on.
-Nothing accumulates in memory across batches.
+Nothing accumulates in memory across batches. Reader processes die with the main process, however it ends (``kill
+-9`` included): they hold hundreds of megabytes each.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,10 +26,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kneel.inference.discovery import InputFile, discover_inputs, in_shard, parse_shard
+from kneel.errors import ConfigError, OutputError, cli_forms, use_cli_forms
+from kneel.inference.discovery import InputFile, SkippedFile, find_inputs, in_shard, parse_shard
 from kneel.inference.outputs import OutputFolder
 from kneel.inference.pipeline import Predictor, PreparedRadiograph, PrepareFailure, Preparer
 from kneel.inference.presence import STATUS_NO_KNEE, STATUS_OK
+from kneel.io.radiograph import special_file
 
 __all__ = ["RunSummary", "predict_files", "predict_batch", "PreparingDataset", "default_workers"]
 
@@ -43,6 +50,8 @@ class RunSummary:
     """Files of this shard that failed (listed in ``errors.csv``)."""
     seconds: float
     out: str
+    ignored: int = 0
+    """Files found in input folders and left out (not radiographs, images without a spacing, FIFOs...)."""
     no_knee: int = 0
     """Files of this shard read but holding no knee (status ``no_knee`` in ``status.csv``)."""
 
@@ -76,14 +85,65 @@ def _collate(items: list[Any]) -> list[Any]:
     return items
 
 
-def _worker_init(_: int) -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this reader process when the main process ``parent`` ends, however it ends.
+
+    A reader blocked on a full pipe to a dead parent never exits by itself (PyTorch's own check runs only between
+    items, and the exit then waits for the pipe). On Linux the kernel kills it (``PR_SET_PDEATHSIG``); elsewhere a
+    thread polls the parent's PID. The PID check after ``prctl`` covers a parent that died before it took effect.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), name="kneel-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _worker_init(_: int, parent: int | None = None, cli: bool = False) -> None:
     import cv2
 
     from kneel.io.radiograph import quiet_reader_warnings
 
+    if parent is not None:
+        _exit_with_parent(parent)
+    use_cli_forms(cli)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     quiet_reader_warnings()
+
+
+def _report_skipped(skipped: Sequence[SkippedFile], limit: int = 20) -> None:
+    """Name the files left out of the input folders, with the reason (at most ``limit`` lines, then a count)."""
+    for item in skipped[:limit]:
+        print(f"kneel predict: skipped {item.path}: {item.reason}", file=sys.stderr)
+    if len(skipped) > limit:
+        print(f"kneel predict: ... and {len(skipped) - limit} more files skipped", file=sys.stderr)
+
+
+def _nothing_to_do(skipped: Sequence[SkippedFile]) -> ConfigError:
+    """The error for inputs that hold no radiograph at all, with what was found instead."""
+    if not skipped:
+        return ConfigError("no radiograph in the inputs (the folders are empty)")
+    reasons: dict[str, int] = {}
+    for item in skipped:
+        reasons[item.reason] = reasons.get(item.reason, 0) + 1
+    found = "; ".join(f"{n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return ConfigError(f"no radiograph in the inputs: {len(skipped)} files skipped ({found})")
 
 
 def predict_files(
@@ -122,10 +182,18 @@ def predict_files(
     Returns:
         A :class:`RunSummary`; ``failed > 0`` when any file of this shard could not be processed, ``no_knee``: files
         read that hold no knee (listed with the reason in ``status.csv`` and on stderr).
+
+    Raises:
+        ConfigError: the inputs hold no radiograph at all (what was skipped, and why, is in the message).
+        OutputError: ``out`` cannot be written (read-only, disk full); finished results are kept.
     """
     start = time.perf_counter()
     shard_kn = parse_shard(shard) if isinstance(shard, str) or shard is None else tuple(shard)
-    files = in_shard(discover_inputs(inputs, images=spacing is not None), shard_kn)  # type: ignore[arg-type]
+    found, ignored = find_inputs(inputs, images=spacing is not None)
+    _report_skipped(ignored)
+    if not found:
+        raise _nothing_to_do(ignored)
+    files = in_shard(found, shard_kn)  # type: ignore[arg-type]
     if isinstance(model, Predictor):
         predictor = model
     else:
@@ -142,8 +210,15 @@ def predict_files(
         )
     folder = OutputFolder(out)
     folder.open(predictor.settings)
-    todo = [f for f in files if not folder.is_done(f.key)]
+    files = folder.stable_keys(files)
+    todo = [f for f in files if not folder.is_done(f.key, overlay=overlays)]
     skipped = len(files) - len(todo)
+    special = [(f, special_file(f.path)) for f in todo]
+    for f, reason in special:  # a FIFO or a device named as an input: never opened (it would block or never end)
+        if reason is not None:
+            folder.write_failure(f.key, f.path, reason)
+            print(f"kneel predict: {f.key}: {reason}", file=sys.stderr)
+    todo = [f for f, reason in special if reason is None]
     workers = default_workers() if workers is None else max(0, int(workers))
     images_per_batch = max(1, predictor.batch_size // 2)
     if len(todo) <= images_per_batch:
@@ -154,7 +229,7 @@ def predict_files(
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate,
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=functools.partial(_worker_init, parent=os.getpid(), cli=cli_forms()) if workers else None,
         prefetch_factor=2 if workers else None,
         # spawn, not fork: a process that already ran torch/OpenCV thread pools can deadlock in a forked child.
         multiprocessing_context="spawn" if workers else None,
@@ -162,6 +237,7 @@ def predict_files(
     from tqdm import tqdm
 
     done = 0
+    finished = False
     bar = tqdm(total=len(todo), unit="img", desc="kneel predict", disable=not progress, file=sys.stderr)
     try:
         for batch in loader:
@@ -170,28 +246,49 @@ def predict_files(
                 folder.write_failure(failure.file, failure.path, failure.reason)
                 bar.write(f"kneel predict: {failure.file}: {failure.reason}", file=sys.stderr)
             for prediction, item in _predict_robustly(predictor, ready, folder, bar):
-                folder.write_result(prediction)
-                if overlays:
-                    folder.write_overlay(prediction, item.image)
-                if prediction.status == STATUS_NO_KNEE:
-                    bar.write(f"kneel predict: {prediction.file}: no knee: {prediction.reason}", file=sys.stderr)
-                else:
-                    for note in prediction.warnings:
-                        bar.write(f"kneel predict: {prediction.file}: warning: {note}", file=sys.stderr)
-                done += 1
+                if _write_outputs(folder, prediction, item, overlays, bar):
+                    done += 1
             bar.update(len(batch))
             del batch, ready
+        finished = True
     finally:
         bar.close()
-        folder.rebuild_landmarks()
-        folder.rebuild_errors()
-        statuses = folder.rebuild_status()
+        try:
+            folder.rebuild_landmarks()
+            folder.rebuild_errors()
+            statuses = folder.rebuild_status()
+        except OutputError:
+            if finished:
+                raise  # otherwise the error that stopped the run is the one to report
     if npz:
         folder.write_npz()
     failed = sum(1 for f in files if folder.failure_path(f.key).exists())
     no_knee = sum(1 for f in files if statuses.get(f.key) == STATUS_NO_KNEE)
     seconds = time.perf_counter() - start
-    return RunSummary(len(files), skipped, done, failed, seconds, str(folder.root), no_knee=no_knee)
+    root = str(folder.root)
+    return RunSummary(len(files), skipped, done, failed, seconds, root, ignored=len(ignored), no_knee=no_knee)
+
+
+def _write_outputs(folder: OutputFolder, prediction: Any, item: PreparedRadiograph, overlays: bool, bar: Any) -> bool:
+    """Write one radiograph's result (and overlay). A failure of this file is recorded and the run goes on; an
+    output that cannot be written at all (:class:`OutputError`: read-only, disk full) stops the run."""
+    try:
+        folder.write_result(prediction)
+        if overlays:
+            folder.write_overlay(prediction, item.image)
+    except OutputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one file's problem is that file's failure
+        reason = f"writing the outputs failed: {type(exc).__name__}: {exc}"
+        folder.write_failure(prediction.file, prediction.path, reason)
+        bar.write(f"kneel predict: {prediction.file}: {reason}", file=sys.stderr)
+        return False
+    if prediction.status == STATUS_NO_KNEE:
+        bar.write(f"kneel predict: {prediction.file}: no knee: {prediction.reason}", file=sys.stderr)
+        return True
+    for note in prediction.warnings:
+        bar.write(f"kneel predict: {prediction.file}: warning: {note}", file=sys.stderr)
+    return True
 
 
 def _predict_robustly(predictor: Predictor, items: list[PreparedRadiograph], folder: OutputFolder, bar: Any) -> list:

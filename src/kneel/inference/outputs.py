@@ -14,27 +14,38 @@ Layout of ``--out``::
 ``<name>`` is the file key made safe for a file name plus a short hash of the key (keys may contain ``/``).
 ``landmarks.csv`` is appended to after each radiograph (one ``write`` of whole lines) and rebuilt from the JSON files,
 sorted, at the start and at the end of every run, so a run killed at any moment (even ``kill -9``) loses nothing
-that was finished and leaves no half line behind once it is resumed.
+that was finished and leaves no half line behind once it is resumed. A radiograph counts as finished when its JSON
+is complete and, in a run with overlays, its overlay exists: a run stopped between the two (disk full) redoes it.
+
+Keys are stable across runs into the same folder: a file that already has a result or a failure record keeps the key
+it had (:meth:`OutputFolder.stable_keys`), whatever other inputs a later run adds.
+
+Text cells that a spreadsheet would take for a formula are written with a leading ``'``
+(:func:`kneel.io.landmark_table.spreadsheet_safe`). Anything that cannot be written (read-only folder, disk full)
+raises :class:`~kneel.errors.OutputError`: one line naming the file and the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kneel.errors import ConfigError
+from kneel.errors import ConfigError, OutputError, option
+from kneel.inference.discovery import InputFile
 from kneel.inference.presence import STATUS_FAILED
 from kneel.inference.results import CSV_COLUMNS, RadiographPrediction
 from kneel.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
+from kneel.io.landmark_table import spreadsheet_safe
 
 __all__ = ["OutputFolder", "result_name", "STATUS_COLUMNS"]
 
@@ -54,7 +65,19 @@ def result_name(key: str) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return "" if not np.isfinite(value) else f"{value:.6f}"
+    if isinstance(value, str):
+        return spreadsheet_safe(value)  # file names and DICOM strings come from outside
     return str(value)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (read-only folder, disk full, quota) into one clear :class:`OutputError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc} (finished results are kept; re-run to resume)",
+                          getattr(exc, "filename", None) or path) from None  # fmt: skip
 
 
 def _csv_text(rows: Iterator[tuple[Any, ...]] | list[tuple[Any, ...]], header: tuple[str, ...] | None = None) -> str:
@@ -84,8 +107,9 @@ class OutputFolder:
     # ------------------------------------------------------------------------------------------------ setup
     def open(self, settings: dict[str, Any]) -> None:
         """Create the folder; refuse to mix results made with different settings (resume with the same ones)."""
-        self.results.mkdir(parents=True, exist_ok=True)
-        self.failed.mkdir(parents=True, exist_ok=True)
+        with _writing(self.root):
+            self.results.mkdir(parents=True, exist_ok=True)
+            self.failed.mkdir(parents=True, exist_ok=True)
         if self.run_json.exists():
             try:
                 previous = json.loads(self.run_json.read_text(encoding="utf-8"))
@@ -94,10 +118,11 @@ class OutputFolder:
             if previous is not None and previous.get("settings") != settings:
                 raise ConfigError(
                     f"holds results made with other settings ({previous.get('settings')}); "
-                    f"use another --out, or the same settings to resume",
+                    f"use another {option('out')}, or the same settings to resume",
                     self.root,
                 )
-        atomic_write_text(self.run_json, json.dumps({"settings": settings}, indent=2) + "\n")
+        with _writing(self.run_json):
+            atomic_write_text(self.run_json, json.dumps({"settings": settings}, indent=2) + "\n")
         self.rebuild_landmarks()
 
     def result_path(self, key: str) -> Path:
@@ -106,37 +131,76 @@ class OutputFolder:
     def failure_path(self, key: str) -> Path:
         return self.failed / f"{result_name(key)}.json"
 
-    def is_done(self, key: str) -> bool:
-        """Whether a complete result for ``key`` exists (a valid JSON naming the same key)."""
+    def overlay_path(self, key: str) -> Path:
+        return self.overlays / f"{result_name(key)}.png"
+
+    def is_done(self, key: str, *, overlay: bool = False) -> bool:
+        """Whether a complete result for ``key`` exists (a valid JSON naming the same key), and its overlay when
+        ``overlay`` (a run stopped between the two, e.g. by a full disk, must redo the radiograph)."""
         path = self.result_path(key)
-        if not path.exists():
+        if not path.exists() or (overlay and not self.overlay_path(key).exists()):
             return False
         try:
             return json.loads(path.read_text(encoding="utf-8")).get("file") == key
         except (OSError, ValueError):
             return False
 
+    def known_keys(self) -> dict[str, str]:
+        """``{absolute path: key}`` of every file this folder holds a result or a failure record for."""
+        known: dict[str, str] = {}
+        for folder in (self.failed, self.results):  # a result wins over an old failure record
+            for path in folder.glob("*.json"):
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                    known[os.path.abspath(str(data["path"]))] = str(data["file"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return known
+
+    def stable_keys(self, files: Sequence[InputFile]) -> list[InputFile]:
+        """``files`` with absolute paths, each keeping the key it already has in this folder.
+
+        Keys of files found in several folders depend on the other inputs (colliding names get the folder as a
+        prefix), so a later run with one more input folder would otherwise give finished files new keys and predict
+        them again under those. A new file whose key is already another file's gets its absolute path as key.
+        """
+        known = self.known_keys()
+        taken = set(known.values())
+        out = []
+        for f in files:
+            path = os.path.abspath(f.path)
+            key = known.get(path)
+            if key is None:
+                key = f.key if f.key not in taken else path
+            out.append(InputFile(key, path))
+        return out
+
     # ------------------------------------------------------------------------------------------------ per image
     def write_result(self, prediction: RadiographPrediction) -> None:
         """Write the JSON (atomic), drop an old failure record, append the rows to ``landmarks.csv``."""
-        atomic_write_text(self.result_path(prediction.file), json.dumps(prediction.to_dict(), indent=1) + "\n")
-        failure = self.failure_path(prediction.file)
-        if failure.exists():
-            failure.unlink(missing_ok=True)
+        result = self.result_path(prediction.file)
+        with _writing(result):
+            atomic_write_text(result, json.dumps(prediction.to_dict(), indent=1) + "\n")
+            failure = self.failure_path(prediction.file)
+            if failure.exists():
+                failure.unlink(missing_ok=True)
         self._append(_csv_text(list(prediction.rows())))
 
     def write_failure(self, key: str, path: str, reason: str) -> None:
         reason = " ".join(str(reason).split())
-        atomic_write_text(self.failure_path(key), json.dumps({"file": key, "path": path, "reason": reason}) + "\n")
+        record = self.failure_path(key)
+        with _writing(record):
+            atomic_write_text(record, json.dumps({"file": key, "path": path, "reason": reason}) + "\n")
 
     def _append(self, text: str) -> None:
         if not text:
             return
-        fd = os.open(self.landmarks_csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            os.write(fd, text.encode("utf-8"))
-        finally:
-            os.close(fd)
+        with _writing(self.landmarks_csv):
+            fd = os.open(self.landmarks_csv, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, text.encode("utf-8"))
+            finally:
+                os.close(fd)
 
     # ------------------------------------------------------------------------------------------------ tables
     def _records(self, folder: Path) -> list[tuple[str, Path]]:
@@ -157,7 +221,7 @@ class OutputFolder:
     def rebuild_landmarks(self) -> int:
         """Rewrite ``landmarks.csv`` from the JSON files, sorted by file, side (R first), landmark; atomic."""
         count = 0
-        with atomic_writer(self.landmarks_csv, "w", newline="") as handle:
+        with _writing(self.landmarks_csv), atomic_writer(self.landmarks_csv, "w", newline="") as handle:
             handle.write(_csv_text([], CSV_COLUMNS))
             for prediction in self.iter_results():
                 handle.write(_csv_text(list(prediction.rows())))
@@ -172,7 +236,8 @@ class OutputFolder:
                 rows.append((key, json.loads(path.read_text(encoding="utf-8")).get("reason", "")))
             except (OSError, ValueError):
                 continue
-        atomic_write_text(self.errors_csv, _csv_text(rows, ("file", "reason")))
+        with _writing(self.errors_csv):
+            atomic_write_text(self.errors_csv, _csv_text(rows, ("file", "reason")))
         return len(rows)
 
     def rebuild_status(self) -> dict[str, str]:
@@ -188,7 +253,8 @@ class OutputFolder:
         for prediction in self.iter_results():
             found = "".join(knee.side.value for knee in prediction)
             rows[prediction.file] = (prediction.file, prediction.status, found, prediction.reason)
-        atomic_write_text(self.status_csv, _csv_text([rows[k] for k in sorted(rows)], STATUS_COLUMNS))
+        with _writing(self.status_csv):
+            atomic_write_text(self.status_csv, _csv_text([rows[k] for k in sorted(rows)], STATUS_COLUMNS))
         return {k: v[1] for k, v in rows.items()}
 
     def write_npz(self) -> int:
@@ -206,7 +272,8 @@ class OutputFolder:
             imgs=np.asarray(imgs, dtype=str),
             files=np.asarray(files, dtype=str),
         )
-        atomic_write_bytes(self.npz, buffer.getvalue())
+        with _writing(self.npz):
+            atomic_write_bytes(self.npz, buffer.getvalue())
         return len(preds)
 
     def write_overlay(self, prediction: RadiographPrediction, image_u8: np.ndarray, max_side: int = 1024) -> Path:
@@ -215,8 +282,13 @@ class OutputFolder:
 
         if image_u8.size == 0:  # refused before its pixels were read: a small black card
             image_u8 = np.zeros((128, 256), np.uint8)
-        scale = min(1.0, max_side / max(image_u8.shape))
-        small = cv2.resize(image_u8, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_u8
+        rows, columns = image_u8.shape[:2]
+        scale = min(1.0, max_side / max(rows, columns))
+        if scale < 1:  # at least one pixel each way, however elongated the image
+            size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
+            small = cv2.resize(image_u8, size, interpolation=cv2.INTER_AREA)
+        else:
+            small = image_u8
         canvas = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
         colours = {"R": (80, 220, 80), "L": (40, 160, 255)}
         for knee in prediction:
@@ -235,6 +307,7 @@ class OutputFolder:
         ok, encoded = cv2.imencode(".png", canvas)
         if not ok:
             raise OSError("PNG encoding failed")
-        path = self.overlays / f"{result_name(prediction.file)}.png"
-        atomic_write_bytes(path, encoded.tobytes())
+        path = self.overlay_path(prediction.file)
+        with _writing(path):
+            atomic_write_bytes(path, encoded.tobytes())
         return path

@@ -148,8 +148,13 @@ class Preparer:
         return lc_transform(shape, spacing, half, self.lc)
 
     def prepare(self, radiograph: Any, file: str | None = None) -> PreparedRadiograph:
-        """Normalise the whole image, decide film type and knees, warp each low-cost input once."""
+        """Normalise the whole image, decide film type and knees, warp each low-cost input once.
+
+        Raises:
+            ImplausibleImageError: the image is too small or blank (:func:`kneel.io.limits.check_usable`).
+        """
         from kneel.io import normalize_intensity
+        from kneel.io.limits import check_usable
 
         spacing = (float(radiograph.spacing[0]), float(radiograph.spacing[1]))
         path = str(radiograph.path)
@@ -160,6 +165,7 @@ class Preparer:
             return self.refused(key, path, refusal, spacing, str(radiograph.spacing_source), radiograph.shape,
                                 meta.sop_instance_uid)  # fmt: skip
         image = normalize_intensity(radiograph.image)
+        check_usable(image, spacing, radiograph.path)  # too small or blank: refused with the reason
         h, w = image.shape
         refusal = None if self.force else size_refusal(h * spacing[0], w * spacing[1], self.presence)
         if refusal is not None:

@@ -20,6 +20,7 @@ __all__ = [
     "SpacingError",
     "MissingSpacingError",
     "InvalidSpacingError",
+    "ImplausibleImageError",
     "AnnotationError",
 ]
 
@@ -62,6 +63,10 @@ class MissingSpacingError(SpacingError):
 
 class InvalidSpacingError(SpacingError):
     """A spacing tag is present but zero, negative, non-finite, of the wrong length or not a number."""
+
+
+class ImplausibleImageError(RadiographError):
+    """The image reads but cannot be a knee radiograph: too small, or blank (limits in ``kneel.io.limits``)."""
 
 
 class AnnotationError(KneelError):

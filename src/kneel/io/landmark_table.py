@@ -6,6 +6,11 @@ sop_instance_uid``. ``write_landmark_table`` sorts rows (file, side with R first
 Python's shortest round-trip representation (reading gives back the identical float64) and replaces the file
 atomically. ``read_landmark_table`` checks the key columns and their values and raises ``LandmarkTableError`` naming
 the file and the first bad line.
+
+Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
+return: a file name, or a DICOM string such as a UID, is under outside control) are written with a leading ``'``
+(:func:`spreadsheet_safe`, OWASP's advice); a cell that starts with ``'`` gets one more, so the reader takes exactly
+one off and every value reads back as written.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from kneel.io.errors import AnnotationError
 from kneel.landmarks import NUM_LANDMARKS
 
 __all__ = [
+    "spreadsheet_safe",
+    "from_spreadsheet_safe",
     "KEY_COLUMNS",
     "STRING_COLUMNS",
     "LandmarkTableError",
@@ -36,6 +43,25 @@ STRING_COLUMNS: tuple[str, ...] = ("file", "side", "name", "sop_instance_uid", "
 """Columns read as text even when they look like numbers (OAI file names are digits; UIDs are dotted digits)."""
 
 _SIDE_ORDER = {"R": 0, "L": 1}
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would take it for a formula (or it starts with ``'``)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def from_spreadsheet_safe(text: str) -> str:
+    """The value :func:`spreadsheet_safe` was given."""
+    return text[1:] if text.startswith("'") else text
+
+
+def _text_columns(df: pd.DataFrame, convert) -> pd.DataFrame:  # noqa: ANN001
+    out = df.copy()
+    for column in STRING_COLUMNS:
+        if column in out.columns:
+            out[column] = [convert(v) if isinstance(v, str) else v for v in out[column]]
+    return out
 
 
 class LandmarkTableError(AnnotationError):
@@ -99,10 +125,10 @@ def read_landmark_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=dtypes, keep_default_na=True, na_values=[""])
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise LandmarkTableError(f"not a readable CSV: {exc}", path) from None
-    return validate_landmark_table(df, path)
+    return validate_landmark_table(_text_columns(df, from_spreadsheet_safe), path)
 
 
 def write_landmark_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> None:
     """Validate, sort and write ``df`` atomically (key columns first, floats round-trip exact, ``\\n`` line ends)."""
-    table = sort_landmark_table(validate_landmark_table(df))
+    table = _text_columns(sort_landmark_table(validate_landmark_table(df)), spreadsheet_safe)
     atomic_write_text(path, table.to_csv(index=False, lineterminator="\n"))

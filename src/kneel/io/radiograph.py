@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from kneel.errors import option
 from kneel.io.errors import (
     DecodeError,
     InvalidSpacingError,
@@ -48,12 +50,14 @@ from kneel.io.errors import (
     TruncatedFileError,
     UnsupportedImageError,
 )
+from kneel.io.limits import check_size, spacing_problem
 
 __all__ = [
     "Radiograph",
     "RadiographMeta",
     "read_radiograph",
     "quiet_reader_warnings",
+    "special_file",
     "normalize_intensity",
     "parse_spacing",
     "SPACING_TAGS",
@@ -72,7 +76,6 @@ _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 # Interpreter-level exceptions are never turned into "bad file" errors (PanicException from Rust codecs is).
 _NEVER_CAUGHT = (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError)
-_OVERRIDE_HINT = "pass spacing= (kneel: --spacing) in mm per pixel to override"
 # A force-read file counts as DICOM only if pydicom found at least one of these (garbage parses as random tags).
 _DICOM_EVIDENCE = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "Modality", "Rows", "PixelData")
 
@@ -337,7 +340,8 @@ def parse_spacing(
     """Turn a spacing value (number, pair, DICOM multi-value or ``"r\\\\c"`` string) into ``(row_mm, col_mm)``.
 
     One value means square pixels. Raises ``InvalidSpacingError`` (naming ``tag``) for anything that is not one or
-    two finite positive numbers.
+    two finite positive numbers within the plausible range (:data:`kneel.io.limits.MIN_SPACING_MM` to
+    :data:`~kneel.io.limits.MAX_SPACING_MM`).
     """
     where = f"{tag} " if tag else "spacing "
     shown = _show(value)
@@ -367,6 +371,9 @@ def parse_spacing(
             raise InvalidSpacingError(f"{where}is zero: {shown}", path, tag)
         if number < 0.0:
             raise InvalidSpacingError(f"{where}is negative: {shown}", path, tag)
+        problem = spacing_problem(number)
+        if problem is not None:
+            raise InvalidSpacingError(f"{where}{shown}: {problem}", path, tag)
         numbers.append(number)
     row = numbers[0]
     col = numbers[1] if len(numbers) == 2 else numbers[0]
@@ -389,7 +396,30 @@ def _show(value: Any) -> str:
 # file type
 
 
+def special_file(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` must never be opened as a radiograph, or None (a regular file, a folder, or nothing there).
+
+    Opening a FIFO blocks until a writer comes, and a device such as ``/dev/zero`` never ends; links are followed.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or unreadable: opening it fails at once, with its own message
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return "not a regular file (" + next((name for test, name in kinds if test(mode)), "a special file") + ")"
+
+
 def _read_head(path: Path) -> bytes:
+    special = special_file(path)
+    if special is not None:
+        raise NotDicomError(special, path)
     try:
         with open(path, "rb") as handle:
             return handle.read(132)
@@ -606,6 +636,7 @@ def _decode(ds: Any, path: Path) -> np.ndarray:
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if _get(ds, keyword) is None:
             raise UnsupportedImageError(f"the image attribute {keyword} is missing", path)
+    check_size(int(_get(ds, "Rows")), int(_get(ds, "Columns")), path)  # before the decoder allocates anything
 
     try:
         pixels = ds.pixel_array
@@ -728,6 +759,11 @@ def _storable_range(ds: Any, pixels: np.ndarray) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
+def _override_hint() -> str:
+    """``pass --spacing MM ...`` on the command line, ``pass spacing=MM ...`` in Python."""
+    return f"pass {option('spacing', 'MM')} (mm per pixel) to override"
+
+
 def _dicom_spacing(ds: Any, path: Path) -> tuple[tuple[float, float], str]:
     """Spacing from ImagerPixelSpacing, then PixelSpacing; typed error naming the tag when unusable."""
     errors: list[SpacingError] = []
@@ -749,10 +785,10 @@ def _dicom_spacing(ds: Any, path: Path) -> tuple[tuple[float, float], str]:
         first = errors[0]
         if len(errors) > 1:
             others = "; ".join(e.reason for e in errors[1:])
-            raise type(first)(f"{first.reason}; {others}; {_OVERRIDE_HINT}", path, first.tag)
-        raise type(first)(f"{first.reason}; {_OVERRIDE_HINT}", path, first.tag)
+            raise type(first)(f"{first.reason}; {others}; {_override_hint()}", path, first.tag)
+        raise type(first)(f"{first.reason}; {_override_hint()}", path, first.tag)
     raise MissingSpacingError(
-        f"no pixel spacing: neither ImagerPixelSpacing nor PixelSpacing is present; {_OVERRIDE_HINT}",
+        f"no pixel spacing: neither ImagerPixelSpacing nor PixelSpacing is present; {_override_hint()}",
         path,
         "ImagerPixelSpacing/PixelSpacing",
     )
@@ -796,7 +832,7 @@ def _read_plain_image(path: Path, kind: str, override: tuple[float, float] | Non
     import cv2
 
     if override is None:
-        raise MissingSpacingError(f"a {kind.upper()} image carries no pixel spacing; {_OVERRIDE_HINT}", path, None)
+        raise MissingSpacingError(f"a {kind.upper()} image carries no pixel spacing; {_override_hint()}", path, None)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -820,6 +856,7 @@ def _read_plain_image(path: Path, kind: str, override: tuple[float, float] | Non
         image = colour[:, :, 0]
     if image.ndim != 2:
         raise UnsupportedImageError(f"unexpected image shape {image.shape}", path)
+    check_size(image.shape[0], image.shape[1], path)
     if image.dtype not in (np.uint8, np.uint16, np.int16, np.float32, np.float64):
         raise UnsupportedImageError(f"unsupported pixel type {image.dtype}", path)
     bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16, np.dtype(np.int16): 16}.get(image.dtype, 32)
