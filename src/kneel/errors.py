@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["KneelError", "ConfigError", "ModelError", "OutputError", "option", "use_cli_forms", "cli_forms"]
+__all__ = [
+    "KneelError",
+    "ConfigError",
+    "ModelError",
+    "OutputError",
+    "MissingExtraError",
+    "require_extra",
+    "option",
+    "use_cli_forms",
+    "cli_forms",
+]
 
 _CLI_FORMS = False
 
@@ -52,3 +62,22 @@ class ModelError(KneelError):
 
 class OutputError(KneelError):
     """An output cannot be written (read-only folder, disk full, quota): the run stops; finished results are kept."""
+
+
+class MissingExtraError(KneelError):
+    """An optional part of kneel is used but its extra is not installed; the message says which one to install."""
+
+
+def require_extra(extra: str, modules: tuple[str, ...], what: str) -> None:
+    """Raise :class:`MissingExtraError` naming ``pip install 'kneel[extra]'`` when any of ``modules`` is missing."""
+    import importlib.util
+
+    missing = []
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is None:
+                missing.append(module)
+        except (ImportError, ValueError):
+            missing.append(module)
+    if missing:
+        raise MissingExtraError(f"{what} needs {', '.join(missing)}: pip install 'kneel[{extra}]'")

@@ -68,6 +68,13 @@ def server(service_model, tmp_path_factory):
     yield from _serve(service_model, tmp_path_factory.mktemp("server") / "server.log", "--force")
 
 
+@pytest.fixture(scope="module")
+def busy_server(service_model, tmp_path_factory):
+    """A server that takes one request at work and one waiting: the third at once is answered 503."""
+    log = tmp_path_factory.mktemp("busy_server") / "server.log"
+    yield from _serve(service_model, log, "--force", "--max-active", "1", "--max-queue", "1", max_mb=16.0)
+
+
 @pytest.fixture(scope="session")
 def trained_server(trained_model, tmp_path_factory):
     """Base URL of a running server with trained tiny models and the presence decision on."""
@@ -81,4 +88,5 @@ def dicoms(tmp_path_factory) -> dict[str, Path]:
         "bilateral": write_dicom(root / "bilateral.dcm", knee_film()),
         "missing_left": write_dicom(root / "missing_left.dcm", knee_film(knees=((KneeSide.R, (200, 420)),))),
         "no_spacing": write_dicom(root / "no_spacing.dcm", knee_film(), spacing=None),
+        "tiny_spacing": write_dicom(root / "tiny_spacing.dcm", knee_film(), spacing=(1e-6, 1e-6)),
     }

@@ -4,22 +4,58 @@ from __future__ import annotations
 
 import argparse
 
+from kneel.service.defaults import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUE, DEFAULT_MAX_REQUEST_BYTES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory MODEL/{lc,hc}/fold_<k>/")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--reference-geometry", action="store_true", help="the reference's inexact output mapping")
+    parser.add_argument("--port", type=int, default=5000, help="TCP port to listen on")
+    parser.add_argument("--device", default="cpu", help="where the networks run: cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "fp16"],
+        help="fp32: exact; bf16/fp16: autocast, faster on GPUs and AVX512-BF16/AMX CPUs, not exact",
+    )
+    parser.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="re-centre each ROI on the predicted tibial landmark 4 and predict again",
+    )
+    parser.add_argument(
+        "--reference-geometry", action="store_true", help="map outputs back like the reference (inexact; off)"
+    )
     parser.add_argument(
         "--force",
         action="store_true",
         help='skip the knee presence decision for every request (a request can also ask for it: "force": true)',
     )
-    parser.add_argument("--max-request-mb", type=float, default=64.0, help="largest request body accepted (MiB)")
-    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=DEFAULT_MAX_REQUEST_BYTES / 2**20,
+        help="largest request body accepted, in MiB (larger: 413)",
+    )
+    parser.add_argument(
+        "--max-active",
+        type=int,
+        default=DEFAULT_MAX_ACTIVE,
+        help="prediction requests at work at once (read, prepared, predicted)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        help="requests waiting, body unread, for a place at work; more are answered 503 with Retry-After",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         reference_geometry=args.reference_geometry,
         force=args.force,
         max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+        max_active=args.max_active,
+        max_queue=args.max_queue,
         log_level=args.log_level,
     )
     return 0

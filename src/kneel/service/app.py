@@ -14,8 +14,14 @@ Both take ``"force": true`` to skip the knee presence decision (:mod:`kneel.infe
 ``kneel predict --force`` does; ``kneel serve --force`` makes it the default.
 * ``GET /health``: model and settings. ``GET /docs``: interactive OpenAPI documentation.
 
-Errors are JSON ``{"detail": "..."}`` with a 4xx status: 413 request too large, 400 malformed base64, 415 not a
-DICOM file, 422 a DICOM that cannot be used (no spacing, undecodable pixels) or a malformed request. The service
+Both read the body as JSON whatever its Content-Type (the reference's Flask endpoint did; DeepKnee's broker sends
+``application/x-www-form-urlencoded``).
+
+Errors are JSON ``{"detail": ...}`` (documented in the OpenAPI schema): 400 not JSON (``NaN`` is not JSON) or
+malformed base64, 413 request too large, 415 not a DICOM file, 422 a DICOM that cannot be used (no or implausible
+spacing, undecodable pixels, blank) or a request of the wrong shape (the input is never echoed), 503 busy (with
+``Retry-After``): at most ``max_active`` requests are at work and ``max_queue`` wait, body unread
+(:class:`~kneel.service.guards.AdmissionLimit`), so memory does not grow with the number of clients. The service
 never dies on an input; inference runs in a worker thread, one request at a time per model.
 """
 
@@ -29,7 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -39,11 +45,16 @@ from kneel import __version__
 from kneel.inference.pipeline import Predictor, Preparer
 from kneel.inference.presence import KneesMode
 from kneel.io.errors import NotDicomError, RadiographError
+from kneel.service.defaults import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUE, DEFAULT_MAX_REQUEST_BYTES
+from kneel.service.guards import (
+    ERROR_RESPONSES,
+    AdmissionLimit,
+    install_error_handlers,
+    json_body,
+    request_body_schema,
+)
 
 __all__ = ["create_app", "DEFAULT_MAX_REQUEST_BYTES", "BodySizeLimit"]
-
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-"""64 MiB of JSON: a base64 DICOM of ~48 MB (an uncompressed 16-bit 43 x 43 cm film at 0.1 mm is ~37 MB)."""
 
 
 class DicomRequest(BaseModel):
@@ -182,8 +193,20 @@ class _Service:
             Path(name).unlink(missing_ok=True)
 
 
-def create_app(predictor: Predictor, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
-    """The FastAPI application serving ``predictor`` (see the module docstring for the endpoints)."""
+def create_app(
+    predictor: Predictor,
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_active: int = DEFAULT_MAX_ACTIVE,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+) -> FastAPI:
+    """The FastAPI application serving ``predictor`` (see the module docstring for the endpoints).
+
+    Args:
+        max_request_bytes: larger requests are answered 413.
+        max_active: prediction requests at work at once (read, prepared, predicted).
+        max_queue: more requests waiting, their bodies unread; beyond that 503 with ``Retry-After``.
+    """
     service = _Service(predictor)
     app = FastAPI(
         title="kneel",
@@ -200,10 +223,15 @@ def create_app(predictor: Predictor, *, max_request_bytes: int = DEFAULT_MAX_REQ
             "model": predictor.model_dir,
             "settings": predictor.settings,
             "max_request_bytes": max_request_bytes,
+            "max_active": max_active,
+            "max_queue": max_queue,
         }
 
-    @app.post("/kneel/predict/bilateral", response_model=BilateralResponse)
-    async def predict_bilateral(request: DicomRequest, response: Response) -> dict[str, Any]:
+    @app.post("/kneel/predict/bilateral", response_model=BilateralResponse, responses=ERROR_RESPONSES,
+              openapi_extra=request_body_schema(DicomRequest))  # fmt: skip
+    async def predict_bilateral(
+        response: Response, request: DicomRequest = Depends(json_body(DicomRequest))
+    ) -> dict[str, Any]:
         """The reference's endpoint: both halves, integer original-image pixels, T0..T8 then F9..F15; ``null`` for
         a knee that is not there (``X-Kneel-Status`` / ``X-Kneel-Reason`` headers say why)."""
         data = _decode_base64(request.dicom)
@@ -216,8 +244,8 @@ def create_app(predictor: Predictor, *, max_request_bytes: int = DEFAULT_MAX_REQ
             response.headers["X-Kneel-Reason"] = _header_text(result.reason)
         return out
 
-    @app.post("/v1/predict")
-    async def predict_v1(request: PredictRequest) -> dict[str, Any]:
+    @app.post("/v1/predict", responses=ERROR_RESPONSES, openapi_extra=request_body_schema(PredictRequest))
+    async def predict_v1(request: PredictRequest = Depends(json_body(PredictRequest))) -> dict[str, Any]:
         """``status`` (``ok``/``no_knee``) and ``reason``; landmarks in pixels and mm, per-landmark uncertainty,
         quality flags, the presence decision per knee, warnings."""
         data = _decode_base64(request.dicom)
@@ -227,5 +255,9 @@ def create_app(predictor: Predictor, *, max_request_bytes: int = DEFAULT_MAX_REQ
         body.pop("file", None)
         return body
 
+    install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes)
+    # Outermost (added last): a request waits for its place before its body is read.
+    paths = ("/kneel/predict/bilateral", "/v1/predict")
+    app.add_middleware(AdmissionLimit, paths=paths, max_active=max_active, max_queue=max_queue)
     return app

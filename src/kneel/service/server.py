@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from kneel.service.app import DEFAULT_MAX_REQUEST_BYTES
+from kneel.errors import require_extra
+from kneel.service.defaults import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUE, DEFAULT_MAX_REQUEST_BYTES
 
 __all__ = ["serve"]
 
@@ -20,12 +21,16 @@ def serve(
     reference_geometry: bool = False,
     force: bool = False,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    max_active: int = DEFAULT_MAX_ACTIVE,
+    max_queue: int = DEFAULT_MAX_QUEUE,
     log_level: str = "info",
 ) -> None:
     """Load ``model`` (``MODEL/{lc,hc}/fold_<k>/``) and serve it on ``host:port`` until interrupted.
 
-    ``force``: skip the knee presence decision for every request (a request can ask for it too).
+    ``force``: skip the knee presence decision for every request (a request can ask for it too); ``max_active``,
+    ``max_queue``: requests at work and waiting (see :func:`kneel.service.app.create_app`).
     """
+    require_extra("serve", ("fastapi", "uvicorn"), "kneel serve")
     import uvicorn
 
     from kneel.inference.pipeline import Predictor
@@ -36,5 +41,5 @@ def serve(
 
     predictor = Predictor(model, device=device, precision=precision, refine=refine,
                           reference_geometry=reference_geometry, force=force)  # fmt: skip
-    app = create_app(predictor, max_request_bytes=max_request_bytes)
+    app = create_app(predictor, max_request_bytes=max_request_bytes, max_active=max_active, max_queue=max_queue)
     uvicorn.run(app, host=host, port=int(port), log_level=log_level, workers=1)
