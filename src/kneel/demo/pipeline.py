@@ -35,13 +35,13 @@ class DemoSettings:
     Defaults fit the 10-minute budget on a 2-core CPU; raise the sizes and epochs for better models.
     """
 
-    train_images: int = 560
+    train_images: int = 400
     test_images: int = 12
     calibration_images: int = 16
     seed: int = 0
     folds: int = 2
-    lc_epochs: int = 5
-    hc_epochs: int = 15
+    lc_epochs: int = 6
+    hc_epochs: int = 20
     lc_config: str = "tiny_lc.yaml"
     hc_config: str = "tiny_hc.yaml"
     workers: int = 2
