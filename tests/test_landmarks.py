@@ -48,6 +48,11 @@ def test_side_parse_rejects(text):
         KneeSide.parse(text)
 
 
+def test_sides_print_as_r_and_l():
+    assert str(KneeSide.R) == "R" and f"{KneeSide.L}" == "L" and "%s" % KneeSide.R == "R"  # noqa: UP031
+    assert repr(KneeSide.R) == "<KneeSide.R: 'R'>"
+
+
 def test_only_left_knees_are_mirrored():
     assert KneeSide.L.mirrored and not KneeSide.R.mirrored
     assert KneeSide("R") is KneeSide.R and KneeSide.R == "R"

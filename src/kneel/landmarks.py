@@ -31,6 +31,10 @@ class KneeSide(str, Enum):
     R = "R"
     L = "L"
 
+    def __str__(self) -> str:
+        """``R`` or ``L`` (a ``str`` enum would print ``KneeSide.R``)."""
+        return self.value
+
     @property
     def mirrored(self) -> bool:
         """Whether this knee is mirrored to the right-knee orientation before the high-cost network."""

@@ -125,6 +125,7 @@ def test_evaluate_writes_tables_curves_examples_and_report(tmp_path: Path):
     assert len(pd.read_csv(out / "missing_good.csv")) == 16
     good_head, bad_head = report.headline("good"), report.headline("bad")
     assert good_head["knees"] == 6 and good_head["knees_missing"] == 1 and good_head["mean_mm"] == pytest.approx(0.4)
+    assert "'knees': 6, 'knees_missing': 1," in repr(good_head)  # counts print as counts, not 6.0
     assert good_head["recall_0.5mm"] == pytest.approx(100.0)
     assert bad_head["out_pct"] == pytest.approx(100.0) and bad_head["recall_1mm"] == 0.0
     html = (out / "report.html").read_text()

@@ -84,22 +84,22 @@ class EvaluationReport:
     histories: list[FoldHistory] = field(default_factory=list)
     stamp: str = ""
 
-    def headline(self, name: str | None = None) -> dict[str, float]:
+    def headline(self, name: str | None = None) -> dict[str, float | int]:
         """Key numbers of one set (default: the first) over all knees; see :func:`headline`."""
         return headline(self, name)
 
 
-def headline(report: EvaluationReport, name: str | None = None) -> dict[str, float]:
+def headline(report: EvaluationReport, name: str | None = None) -> dict[str, float | int]:
     """Mean/median error (mm) with the mean's 95 % CI, recall at each threshold (%, the report's grouping) and % out,
-    all knees."""
+    all knees; the counts (``knees``, ``knees_missing``) are ints."""
     name = name or report.sets[0].name
     rows = report.summary[(report.summary["set"] == name) & (report.summary["subset"] == "all")]
     if rows.empty:
         raise KeyError(name)
     row = rows[rows["grouping"] == "test"].iloc[0] if (rows["grouping"] == "test").any() else rows.iloc[0]
-    out = {
-        "knees": float(row["knees"]),
-        "knees_missing": float(row["knees_missing"]),
+    out: dict[str, float | int] = {
+        "knees": int(row["knees"]),
+        "knees_missing": int(row["knees_missing"]),
         "mean_mm": float(row["mean_mm"]),
         "mean_mm_ci_low": float(row["mean_mm_ci_low"]),
         "mean_mm_ci_high": float(row["mean_mm_ci_high"]),
