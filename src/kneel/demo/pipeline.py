@@ -37,7 +37,7 @@ class DemoSettings:
 
     train_images: int = 400
     test_images: int = 12
-    calibration_images: int = 16
+    calibration_images: int = 40
     seed: int = 0
     folds: int = 2
     lc_epochs: int = 6
