@@ -31,6 +31,10 @@ def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     for name in ("exact geometry", "reference geometry", "no-learning baseline", "hc out-of-fold", "lc out-of-fold"):
         numbers = result.headline[name]
         assert numbers["knees"] > 0, name
+        if numbers.get("knees_missing", 0) == numbers["knees"]:
+            # one-epoch toy models: the presence decision finds no knee in their vague answers; nothing to measure
+            assert math.isnan(numbers["mean_mm"]), name
+            continue
         assert math.isfinite(numbers["mean_mm"]) and numbers["mean_mm"] >= 0, name
         assert all(0.0 <= numbers[f"recall_{t}mm"] <= 100.0 for t in ("1", "1.5", "2", "2.5")), name
     summary = pd.read_csv(tmp_path / "demo" / "evaluation" / "test" / "summary.csv")
@@ -47,7 +51,9 @@ def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     again = run_demo(tmp_path / "demo", settings, progress=False, stream=log2)
     reused = [s["step"] for s in again.steps if s["reused"]]
     assert len(reused) == len(again.steps) - 1 and "report" not in reused
-    assert again.headline["exact geometry"]["mean_mm"] == pytest.approx(result.headline["exact geometry"]["mean_mm"])
+    assert again.headline["exact geometry"]["mean_mm"] == pytest.approx(
+        result.headline["exact geometry"]["mean_mm"], nan_ok=True
+    )
 
 
 def test_steps_are_reused_and_invalidated_downstream(tmp_path: Path):
