@@ -125,3 +125,29 @@ def test_spreadsheet_formulas_are_neutralised_in_csv_outputs(tmp_path):
     assert folder.errors_csv.read_text().splitlines()[1] == "'-2+3.dcm,'+cmd|' /C calc'!A0"
     table = read_landmark_table(folder.landmarks_csv)  # kneel's reader gives back the values as written
     assert set(table["file"]) == {"=HYPERLINK(1).dcm"} and set(table["sop_instance_uid"]) == {"@SUM(1+1)"}
+
+
+def test_a_run_holding_only_the_high_cost_stage_takes_lc_model(model_dir, films, tmp_path, capsys):
+    import shutil
+
+    from kneel.cli import main
+    from kneel.errors import ModelError
+    from kneel.inference import Predictor
+
+    grid = tmp_path / "GRID"  # what `kneel experiments run` leaves: one stage per run
+    shutil.copytree(model_dir / "lc", grid / "lc_run" / "lc")
+    shutil.copytree(model_dir / "hc", grid / "hc_run" / "hc")
+    film = str(films["bilateral"])
+    base = ["predict", film, "--model", str(grid / "hc_run"), "--workers", "0", "--quiet", "--force"]
+    assert main([*base, "--out", str(tmp_path / "none")]) == 1
+    assert "needs the low-cost run too: --lc-model DIR" in capsys.readouterr().err
+    with pytest.raises(ModelError, match="lc_model=DIR"):  # the same hint in Python names the argument
+        Predictor(grid / "hc_run")
+    predict_files([film], model_dir, tmp_path / "together", workers=0, progress=False, force=True)
+    expected = json.loads(next((tmp_path / "together" / "results").glob("*.json")).read_text())["knees"]
+    for lc in (grid / "lc_run", grid / "lc_run" / "lc"):  # a model folder with lc/, or the lc/ folder itself
+        out = tmp_path / f"split_{lc.name}"
+        assert main([*base, "--lc-model", str(lc), "--out", str(out)]) == 0
+        knees = json.loads(next((out / "results").glob("*.json")).read_text())["knees"]
+        for side in ("R", "L"):
+            np.testing.assert_array_equal(knees[side]["landmarks_px"], expected[side]["landmarks_px"])

@@ -2,14 +2,17 @@
 
 Each subcommand lives in its own module ``kneel.cli.<name>`` (imported only when used, so ``kneel --help`` is fast)
 with ``add_arguments(parser)`` and ``run(args) -> int``. Errors derived from ``KneelError`` are printed as one line;
-``--debug`` shows the traceback.
+``--debug`` shows the traceback. ``--help`` of every subcommand shows each option's default; a reader that goes away
+(``kneel info --json . | head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +36,22 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("kneel.cli.export_onnx", "export a model to ONNX (soft-argmax inside, dynamic batch)"),
     "demo": ("kneel.cli.demo", "synthetic cohort -> prepare -> train -> predict -> evaluate -> report.html"),
 }
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless the help already speaks of its default, or it has none to
+    show (flags that are off unless given, options that are unset unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or "default" in text.lower()
+            or action.default in (None, False, argparse.SUPPRESS, [])
+            or isinstance(action, argparse._StoreConstAction | argparse._HelpAction | argparse._VersionAction)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -73,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(modules[name])
-    sub_parser = argparse.ArgumentParser(prog=f"kneel {name}", description=SUBCOMMANDS[name][1])
+    sub_parser = argparse.ArgumentParser(
+        prog=f"kneel {name}", description=SUBCOMMANDS[name][1], formatter_class=HelpFormatter
+    )
     module.add_arguments(sub_parser)
     sub_args = sub_parser.parse_args(rest)
     from kneel.io.radiograph import quiet_reader_warnings
@@ -82,7 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_forms = not cli_forms()
     use_cli_forms()  # messages name flags (--spacing MM), not Python arguments (spacing=MM)
     try:
-        return int(module.run(sub_args) or 0)
+        code = int(module.run(sub_args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a reader gone away is handled below
+        return code
+    except BrokenPipeError:
+        # The reader of our output went away (kneel info --json . | head): stop quietly, like other Unix tools, and
+        # send what is still buffered nowhere so that Python's own flush at exit does not fail again.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KneelError as exc:
         if debug:
             raise

@@ -6,8 +6,12 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    run_p = sub.add_parser("run", help="train every config (one per GPU at a time, or in turn on the CPU)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, help="run: train a grid of configs")
+    run_p = sub.add_parser(
+        "run",
+        help="train every config (one per GPU at a time, or in turn on the CPU)",
+        formatter_class=parser.formatter_class,
+    )
     run_p.add_argument("configs", nargs="+", metavar="CFG.yaml", help="experiment configs (e.g. configs/paper/*.yaml)")
     run_p.add_argument("--data", required=True, metavar="DATA", help="prepared-data folder (kneel prepare)")
     run_p.add_argument("--out", required=True, metavar="DIR", help="each experiment trains into DIR/<config stem>/")

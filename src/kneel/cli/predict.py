@@ -22,17 +22,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs", nargs="+", metavar="INPUT", help="DICOM files, folders (recursive), globs, .txt lists"
     )
     parser.add_argument("--model", required=True, help="model directory MODEL/{lc,hc}/fold_<k>/")
+    parser.add_argument(
+        "--lc-model",
+        metavar="DIR",
+        help="the low-cost stage, when --model holds only the high-cost one (a run of an experiment grid): a model "
+        "folder with lc/ (e.g. GRID/<low-cost run>) or that lc/ folder; default: --model's lc/",
+    )
     parser.add_argument("--out", required=True, help="output folder (re-running with the same folder resumes)")
-    parser.add_argument("--knees", default="auto", choices=["auto", "both", "R", "L"], help="knees to predict")
+    parser.add_argument(
+        "--knees",
+        default="auto",
+        choices=["auto", "both", "R", "L"],
+        help="which knees to look for: auto = by film type (both halves of a bilateral film; the knee of a "
+        "single-knee film, its side from the DICOM laterality), both = always both halves, R or L = that knee only; "
+        "each knee looked for is kept only if the presence decision finds it (see --force)",
+    )
     parser.add_argument(
         "--refine",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="re-centre each ROI on the predicted tibial landmark 4 and predict again (default on)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--batch-size", type=int, default=8, help="network inputs per forward pass")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="reader processes")
+    parser.add_argument("--device", default="cpu", help="where the networks run: cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="network inputs per forward pass (two per bilateral radiograph); larger is faster on GPUs, uses more "
+        "memory",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="processes reading and preparing the next radiographs while the networks run (0: in the main "
+        "process); the default is one fewer than the CPUs, at most 4",
+    )
     parser.add_argument(
         "--precision",
         default="fp32",
@@ -48,7 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="map outputs back like the reference (inexact; to compare with old results)",
     )
-    parser.add_argument("--spacing", type=_spacing, metavar="MM", help="pixel spacing override (MM or ROW,COL)")
+    parser.add_argument(
+        "--spacing",
+        type=_spacing,
+        metavar="MM",
+        help="pixel spacing in mm (MM or ROW,COL): wins over the files' tags; needed for PNG/TIFF/JPEG",
+    )
     parser.add_argument(
         "--force",
         action="store_true",
@@ -84,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         progress=not args.quiet,
         force=args.force,
+        lc_model=args.lc_model,
     )
+    ignored = f", {summary.ignored} other files skipped" if summary.ignored else ""
     print(
         f"kneel predict: {summary.done} predicted, {summary.skipped} already done, {summary.failed} failed "
-        f"of {summary.found} in {summary.seconds:.1f} s; {summary.no_knee} without a knee -> {summary.out}"
+        f"of {summary.found}{ignored} in {summary.seconds:.1f} s; {summary.no_knee} without a knee -> {summary.out}"
     )
     if not summary.ok:
         return 1

@@ -9,6 +9,12 @@ from kneel.service.defaults import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUE, DEFAUL
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory MODEL/{lc,hc}/fold_<k>/")
+    parser.add_argument(
+        "--lc-model",
+        metavar="DIR",
+        help="the low-cost stage, when --model holds only the high-cost one: a model folder with lc/ or that lc/ "
+        "folder; default: --model's lc/",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
     parser.add_argument("--port", type=int, default=5000, help="TCP port to listen on")
     parser.add_argument("--device", default="cpu", help="where the networks run: cpu, cuda, cuda:1, ...")
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         refine=args.refine,
         reference_geometry=args.reference_geometry,
         force=args.force,
+        lc_model=args.lc_model,
         max_request_bytes=int(args.max_request_mb * 1024 * 1024),
         max_active=args.max_active,
         max_queue=args.max_queue,

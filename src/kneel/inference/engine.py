@@ -164,12 +164,14 @@ def predict_files(
     spacing: float | Sequence[float] | None = None,
     progress: bool = True,
     force: bool = False,
+    lc_model: str | os.PathLike[str] | None = None,
 ) -> RunSummary:
     """Predict landmarks for every radiograph in ``inputs``; write results to ``out`` (see :mod:`.outputs`).
 
     Args:
         inputs: files, folders (recursive), glob patterns, ``.txt`` lists of paths.
         model: the model directory (``MODEL/{lc,hc}/fold_<k>/``) or a ready :class:`Predictor`.
+        lc_model: the low-cost stage when ``model`` holds only the high-cost one (see :class:`Predictor`).
         out: output folder; re-running with the same folder resumes (finished radiographs are skipped).
         knees, refine, device, precision, reference_geometry, spacing, force: see :class:`Predictor`.
         batch_size: network inputs per forward pass (``batch_size // 2`` radiographs per batch).
@@ -207,6 +209,7 @@ def predict_files(
             batch_size=batch_size,
             spacing=spacing,
             force=force,
+            lc_model=lc_model,
         )
     folder = OutputFolder(out)
     folder.open(predictor.settings)

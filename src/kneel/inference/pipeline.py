@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kneel.errors import KneelError, ModelError
+from kneel.errors import KneelError, ModelError, option
 from kneel.geometry import Affine
 from kneel.inference.geometry import (
     StageGeometry,
@@ -261,11 +261,32 @@ def _refined_centre(job: _HcJob) -> np.ndarray:
     return t4.copy() if np.all(np.isfinite(t4)) else np.asarray(job.centre, dtype=np.float64)
 
 
+def _lc_stage_dir(root: Path, lc_model: str | os.PathLike[str] | None) -> Path:
+    """The low-cost stage folder: ``root/lc``, or ``lc_model/lc``, or ``lc_model`` itself (a stage folder)."""
+    if lc_model is None:
+        if (root / "lc").is_dir():
+            return root / "lc"
+        hint = ""
+        if (root / "hc").is_dir():
+            hint = (f"; a training run holding only the high-cost stage needs the low-cost run too: "
+                    f"{option('lc_model', 'DIR')} (e.g. the grid's low-cost experiment)")  # fmt: skip
+        raise ModelError(f"no lc/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/){hint}", root)
+    lc_root = Path(lc_model)
+    if (lc_root / "lc").is_dir():
+        return lc_root / "lc"
+    if lc_root.is_dir() and any(lc_root.glob("fold_*")):
+        return lc_root
+    raise ModelError(f"no low-cost stage here (expected DIR/lc/fold_<k>/ or DIR/fold_<k>/), given by "
+                     f"{option('lc_model')}", lc_root)  # fmt: skip
+
+
 class Predictor:
     """Landmarks for whole radiographs from a model directory ``MODEL/{lc,hc}/fold_<k>/``.
 
     Args:
         model_dir: the project's model directory.
+        lc_model: where the low-cost stage is when ``model_dir`` holds only the high-cost one (a training run of an
+            experiment grid): a model folder with ``lc/``, or that ``lc/`` folder itself.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
         refine: re-centre each ROI on the predicted tibial landmark 4 and predict again.
@@ -297,16 +318,17 @@ class Predictor:
         spacing: float | Sequence[float] | None = None,
         presence: PresenceRule | None = None,
         force: bool = False,
+        lc_model: str | os.PathLike[str] | None = None,
     ) -> None:
         from kneel.models import load_stage
 
         root = Path(model_dir)
-        for stage in ("lc", "hc"):
-            if not (root / stage).is_dir():
-                raise ModelError(f"no {stage}/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/)", root)
-        lc = load_stage(root / "lc", device, precision=precision)  # type: ignore[arg-type]
+        lc_dir = _lc_stage_dir(root, lc_model)
+        if not (root / "hc").is_dir():
+            raise ModelError("no hc/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/)", root)
+        lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
         hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
-        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, str(root))
+        self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, str(root), lc_dir)
 
     @classmethod
     def from_ensembles(
@@ -327,11 +349,12 @@ class Predictor:
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, None)
         return self
 
-    def _init(self, lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, model_dir) -> None:  # noqa: ANN001
+    def _init(self, lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, model_dir,  # noqa: ANN001
+              lc_dir=None) -> None:  # fmt: skip
         if lc.config.stage != "lc" or hc.config.stage != "hc":
             raise ModelError(f"stage mismatch: lc/ holds {lc.config.stage!r}, hc/ holds {hc.config.stage!r}")
         # limits left open are calibrated from the model's own out-of-fold predictions, else the defaults
-        presence = (presence or PresenceRule()).resolved(model_limits(model_dir))
+        presence = (presence or PresenceRule()).resolved(model_limits(model_dir, lc_dir))
         self.lc = lc
         self.hc = hc
         self.lc_geometry = StageGeometry.from_config(lc.config)

@@ -20,6 +20,7 @@ def serve(
     refine: bool = True,
     reference_geometry: bool = False,
     force: bool = False,
+    lc_model: str | os.PathLike[str] | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     max_active: int = DEFAULT_MAX_ACTIVE,
     max_queue: int = DEFAULT_MAX_QUEUE,
@@ -28,7 +29,8 @@ def serve(
     """Load ``model`` (``MODEL/{lc,hc}/fold_<k>/``) and serve it on ``host:port`` until interrupted.
 
     ``force``: skip the knee presence decision for every request (a request can ask for it too); ``max_active``,
-    ``max_queue``: requests at work and waiting (see :func:`kneel.service.app.create_app`).
+    ``max_queue``: requests at work and waiting (see :func:`kneel.service.app.create_app`); ``lc_model``: the
+    low-cost stage when ``model`` holds only the high-cost one (see :class:`~kneel.inference.Predictor`).
     """
     require_extra("serve", ("fastapi", "uvicorn"), "kneel serve")
     import uvicorn
@@ -40,6 +42,6 @@ def serve(
     quiet_reader_warnings()
 
     predictor = Predictor(model, device=device, precision=precision, refine=refine,
-                          reference_geometry=reference_geometry, force=force)  # fmt: skip
+                          reference_geometry=reference_geometry, force=force, lc_model=lc_model)  # fmt: skip
     app = create_app(predictor, max_request_bytes=max_request_bytes, max_active=max_active, max_queue=max_queue)
     uvicorn.run(app, host=host, port=int(port), log_level=log_level, workers=1)
