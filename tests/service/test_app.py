@@ -98,3 +98,21 @@ def test_size_limit_and_garbage_never_kill_the_server(server):
     chunked = httpx.post(f"{server}/v1/predict", content=iter([b"x" * 1024 * 1024] * 3), timeout=30)
     assert chunked.status_code == 413
     assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_v1_measurements_when_asked(server, dicoms):
+    """``"measurements": true`` adds each knee's measurements; their values are those of the returned landmarks."""
+    from kneel.measure.definitions import measure_knees
+
+    payload = {"dicom": _b64(dicoms["missing_left"]), "knees": "R"}
+    plain = httpx.post(f"{server}/v1/predict", json=payload, timeout=60).json()
+    assert "measurements" not in plain
+    body = httpx.post(f"{server}/v1/predict", json={**payload, "measurements": True}, timeout=60).json()
+    assert set(body["measurements"]) == {"R"}
+    points = np.asarray(body["knees"]["R"]["landmarks_px"])[None]
+    expected = measure_knees(points, np.asarray([body["image"]["spacing_mm"]]), ["R"])
+    got = body["measurements"]["R"]
+    for name, values in expected.items():
+        value = got[name]["value"]
+        if np.isfinite(values[0]):
+            assert value == pytest.approx(float(values[0]), rel=1e-6, abs=1e-9), name

@@ -68,6 +68,9 @@ class DicomRequest(BaseModel):
 
 class PredictRequest(DicomRequest):
     knees: Literal["auto", "both", "R", "L"] = Field("auto", description="knees to predict")
+    measurements: bool = Field(
+        False, description="add each knee's measurements (kneel.measure: joint-space widths, angles) with uncertainties"
+    )
 
 
 class BilateralResponse(BaseModel):
@@ -253,6 +256,10 @@ def create_app(
         body = result.to_dict()
         body.pop("path", None)
         body.pop("file", None)
+        if request.measurements:
+            from kneel.measure import measure_prediction
+
+            body["measurements"] = await run_in_threadpool(measure_prediction, result)
         return body
 
     install_error_handlers(app)
