@@ -77,3 +77,20 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
     assert proc.returncode == 1
+
+
+def test_the_laterality_hint_names_the_flag_or_the_argument():
+    from kneel.errors import use_cli_forms
+    from kneel.inference.presence import KneesMode, PresenceRule, plan_knees
+
+    def hint() -> str:
+        film, _, notes = plan_knees(200.0, KneesMode.AUTO, None, PresenceRule())
+        assert film == "single"
+        return " ".join(notes)
+
+    assert "(pass knees=R or knees=L)" in hint()
+    use_cli_forms()
+    try:
+        assert "(pass --knees R or --knees L)" in hint()
+    finally:
+        use_cli_forms(False)

@@ -528,7 +528,7 @@ class Predictor:
                 fit = other
                 notes[job.item].append(
                     f"knee {job.side.value}: the landmarks fit a {'right' if job.side.mirrored else 'left'} knee "
-                    f"better (wrong or missing laterality? pass knees=R|L)"
+                    f"better (wrong or missing laterality? pass {option('knees', 'R')} or {option('knees', 'L')})"
                 )
             found.shape_residual_mm, found.shape_scale = fit.residual_mm, fit.scale
             found.shape_angle_deg = fit.angle_deg

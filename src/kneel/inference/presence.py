@@ -41,6 +41,7 @@ from enum import Enum
 
 import numpy as np
 
+from kneel.errors import option
 from kneel.landmarks import KneeSide
 
 __all__ = [
@@ -288,7 +289,8 @@ def plan_knees(
             if parsed is None:
                 side = KneeSide.R
                 warnings.append(
-                    f"single-knee film ({width_mm:.0f} mm wide) without a laterality tag: assumed R (pass knees=R|L)"
+                    f"single-knee film ({width_mm:.0f} mm wide) without a laterality tag: assumed R "
+                    f"(pass {option('knees', 'R')} or {option('knees', 'L')})"
                 )
             else:
                 side = parsed
