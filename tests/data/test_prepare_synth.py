@@ -65,3 +65,19 @@ def test_flat_layout_with_images_folder(tmp_path):
     report = prepare_datasets(root / "ground_truth.csv", tmp_path / "DATA", images=root, folds=2, progress=False)
     assert report.knees_prepared == 4 and report.subjects_prepared == 2
     assert len(LandmarkDataset(tmp_path / "DATA", "hc")) == 4
+
+
+def test_a_preparation_that_matches_nothing_fails_with_the_reason_and_the_hint(synth_oai, tmp_path, capsys):
+    from kneel.cli import main
+    from kneel.data.prepare import NothingPreparedError
+    from kneel.resources import bf_landmarks_csv
+
+    # the shipped annotations are real OAI subjects: none of them is in a synthetic cohort
+    with pytest.raises(NothingPreparedError) as error:
+        prepare_datasets(bf_landmarks_csv(), tmp_path / "DATA", oai=synth_oai, folds=0, progress=False)
+    assert "none of the 3 images found has an annotation" in error.value.reason
+    assert f"pass annotations={synth_oai / 'ground_truth.csv'}" in error.value.reason
+    assert (tmp_path / "DATA" / "report.json").is_file()  # the details are still written
+    assert main(["prepare", "--oai", str(synth_oai), "--out", str(tmp_path / "CLI"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"pass --annotations {synth_oai / 'ground_truth.csv'}" in err[0]

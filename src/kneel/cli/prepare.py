@@ -40,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
-    print(report.summary())
-    return 0 if report.knees_prepared > 0 else 1
+    print(report.summary())  # a preparation that yields nothing raises NothingPreparedError (one line, exit 1)
+    return 0

@@ -42,12 +42,16 @@ from kneel.data.layout import (
     to_json,
     write_metadata,
 )
-from kneel.errors import KneelError
+from kneel.errors import ConfigError, KneelError, option
 from kneel.geometry import Affine, resample_transform, resampled_size, roi_transform, warp
 from kneel.io.atomic import atomic_write_bytes, atomic_write_text
 from kneel.landmarks import CENTRE_LANDMARK, KneeSide
 
-__all__ = ["PrepareSettings", "PrepareReport", "prepare_datasets", "prepare_subject"]
+__all__ = ["PrepareSettings", "PrepareReport", "NothingPreparedError", "prepare_datasets", "prepare_subject"]
+
+
+class NothingPreparedError(ConfigError):
+    """A preparation that prepared no knee at all; the message says why and what to pass instead."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,10 @@ def prepare_datasets(
 
     Returns:
         The report (also printed by the CLI and written as JSON). Unreadable images are listed, never raised.
+
+    Raises:
+        NothingPreparedError: not a single knee was prepared (``report.json`` is written first): the reason, and the
+            annotations to pass when the cohort folder holds its own (a synthetic cohort's ``ground_truth.csv``).
     """
     start = time.perf_counter()
     settings = settings or PrepareSettings()
@@ -206,7 +214,30 @@ def prepare_datasets(
             report.folds = {str(k): int(v) for k, v in counts.items()}
     report.seconds = round(time.perf_counter() - start, 3)
     atomic_write_text(out / REPORT_FILE, json.dumps(asdict(report), indent=2) + "\n")
+    if report.knees_prepared == 0:
+        raise NothingPreparedError(_why_nothing(report, annotations, oai if oai is not None else images), out)
     return report
+
+
+def _why_nothing(report: PrepareReport, annotations: str | Path, cohort_dir: str | Path | None) -> str:
+    """Why a preparation yielded no knee, and what to do about it (one line)."""
+    subjects, images = len(report.subjects_without_image), len(report.images_without_annotation)
+    if report.unreadable:
+        first = report.unreadable[0]
+        n = len(report.unreadable)
+        why = f"every matched image was unreadable ({n}; first: {first['path']}: {first['reason']})"
+    elif images:
+        why = f"none of the {images} images found has an annotation ({subjects} annotated subjects have no image)"
+    else:
+        why = f"no image found for the {subjects} annotated subjects"
+    hint = ""
+    own = [Path(cohort_dir) / name for name in ("ground_truth.csv", "annotations.csv")] if cohort_dir else []
+    own = [p for p in own if p.is_file() and p.resolve() != Path(annotations).resolve()]
+    if images and own:
+        hint = f"; the cohort has its own annotations: pass {option('annotations', str(own[0]))}"
+    elif images:
+        hint = f"; pass the cohort's own annotations with {option('annotations', 'CSV')}"
+    return f"prepared no knee: {why}{hint} (details: {Path(report.out) / REPORT_FILE})"
 
 
 def _run_jobs(jobs: list[SubjectJob], out: Path, settings: PrepareSettings, workers: int, progress: bool):
