@@ -38,9 +38,9 @@ def annotations_dir(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def full_demo(tmp_path_factory):
-    """The default ``kneel demo`` (as ``make demo`` runs it), once per test session: about 6 minutes on 2 cores.
+    """The default ``kneel demo`` (as ``make demo`` runs it), once per test session: 9-11 minutes on 2 cores.
 
-    Its trained 5-fold tiny models are the project's evidence that training works, and they serve the end-to-end
+    Its trained tiny fold models are the project's evidence that training works, and they serve the end-to-end
     inference test. ``KNEEL_DEMO_DIR`` points at an existing demo folder to reuse it (finished steps are reused).
     """
     import io

@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("kneel.cli.predict", "find landmarks in radiographs (files, folders, globs, lists)"),
     "evaluate": ("kneel.cli.evaluate", "compare predicted landmarks with ground truth: tables, curves, examples"),
     "evaluate-cv": ("kneel.cli.evaluate_cv", "report on the out-of-fold predictions of a training run"),
+    "calibrate": ("kneel.cli.calibrate", "fit a model's uncertainty radius (stated coverage) on annotated films"),
     "measure": ("kneel.cli.measure", "joint-space widths, plateau/condyle widths and joint-line angles per knee"),
     "crop": ("kneel.cli.crop", "standard knee ROIs (16-bit PNG/npz) with exact affine transforms for graders"),
     "serve": ("kneel.cli.serve", "HTTP service for landmark prediction"),

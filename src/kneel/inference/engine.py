@@ -165,6 +165,7 @@ def predict_files(
     progress: bool = True,
     force: bool = False,
     lc_model: str | os.PathLike[str] | None = None,
+    flip_tta: bool = False,
 ) -> RunSummary:
     """Predict landmarks for every radiograph in ``inputs``; write results to ``out`` (see :mod:`.outputs`).
 
@@ -173,7 +174,7 @@ def predict_files(
         model: the model directory (``MODEL/{lc,hc}/fold_<k>/``) or a ready :class:`Predictor`.
         lc_model: the low-cost stage when ``model`` holds only the high-cost one (see :class:`Predictor`).
         out: output folder; re-running with the same folder resumes (finished radiographs are skipped).
-        knees, refine, device, precision, reference_geometry, spacing, force: see :class:`Predictor`.
+        knees, refine, device, precision, reference_geometry, spacing, force, flip_tta: see :class:`Predictor`.
         batch_size: network inputs per forward pass (``batch_size // 2`` radiographs per batch).
         workers: DataLoader worker processes reading radiographs (default :func:`default_workers`).
         overlays: write a PNG per radiograph with the landmarks drawn.
@@ -210,6 +211,7 @@ def predict_files(
             spacing=spacing,
             force=force,
             lc_model=lc_model,
+            flip_tta=flip_tta,
         )
     folder = OutputFolder(out)
     folder.open(predictor.settings)

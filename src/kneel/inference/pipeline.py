@@ -30,6 +30,7 @@ import torch
 
 from kneel.errors import KneelError, ModelError, option
 from kneel.geometry import Affine
+from kneel.inference.calibration import Calibration
 from kneel.inference.geometry import (
     StageGeometry,
     half_extent,
@@ -253,6 +254,34 @@ class _HcJob:
     result: np.ndarray | None = None
     spread: np.ndarray | None = None
     radius: np.ndarray | None = None
+    flip: np.ndarray | None = None
+
+
+def knee_signals(
+    flip_mm: np.ndarray | None,
+    result: np.ndarray,
+    first_pass: np.ndarray | None,
+    spread_mm: np.ndarray,
+    heatmap_mm: np.ndarray,
+    spacing: tuple[float, float],
+) -> dict[str, np.ndarray]:
+    """The raw uncertainty signals of one knee, (16,) mm each (:data:`kneel.inference.calibration.SIGNALS`).
+
+    ``flip`` is the distance between the prediction of the ROI and that of its mirror image (NaN without mirror
+    test-time augmentation); ``refine_shift`` is how far each landmark moved between the first high-cost pass (ROI
+    on the low-cost centre) and the refined one (ROI on the predicted T4), NaN without the refine pass.
+    """
+    if first_pass is None:
+        shift = np.full(len(result), np.nan)
+    else:
+        delta = (np.asarray(result, dtype=np.float64) - first_pass) * [spacing[1], spacing[0]]
+        shift = np.hypot(delta[:, 0], delta[:, 1])
+    return {
+        "spread": np.asarray(spread_mm, dtype=np.float64),
+        "heatmap": np.asarray(heatmap_mm, dtype=np.float64),
+        "refine_shift": shift,
+        "flip": np.full(len(result), np.nan) if flip_mm is None else np.asarray(flip_mm, dtype=np.float64),
+    }
 
 
 def _refined_centre(job: _HcJob) -> np.ndarray:
@@ -290,6 +319,8 @@ class Predictor:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
         refine: re-centre each ROI on the predicted tibial landmark 4 and predict again.
+        flip_tta: also predict each ROI mirrored and average the two (mirror test-time augmentation; their distance
+            is an uncertainty signal). Off with ``reference_geometry``.
         knees: ``auto`` (knees present), ``both`` (always both halves), ``R`` or ``L``.
         reference_geometry: map outputs back as the reference does (inexact; to compare with old results).
         batch_size: network inputs per forward pass.
@@ -318,6 +349,7 @@ class Predictor:
         spacing: float | Sequence[float] | None = None,
         presence: PresenceRule | None = None,
         force: bool = False,
+        flip_tta: bool = False,
         lc_model: str | os.PathLike[str] | None = None,
     ) -> None:
         from kneel.models import load_stage
@@ -328,6 +360,7 @@ class Predictor:
             raise ModelError("no hc/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/)", root)
         lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
         hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
+        self.flip_tta = bool(flip_tta)
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, str(root), lc_dir)
 
     @classmethod
@@ -343,9 +376,11 @@ class Predictor:
         spacing: float | Sequence[float] | None = None,
         presence: PresenceRule | None = None,
         force: bool = False,
+        flip_tta: bool = False,
     ) -> Predictor:
         """A predictor from two loaded :class:`~kneel.models.FoldEnsemble` objects (or anything with ``predict``)."""
         self = cls.__new__(cls)
+        self.flip_tta = bool(flip_tta)
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, None)
         return self
 
@@ -362,6 +397,7 @@ class Predictor:
         self.refine = bool(refine)
         self.batch_size = max(1, int(batch_size))
         self.model_dir = model_dir
+        self.calibration = self._find_calibration(model_dir)
         self.preparer = Preparer(
             self.lc_geometry,
             self.hc_geometry,
@@ -372,7 +408,30 @@ class Predictor:
             force=force,
         )
 
+    def _find_calibration(self, model_dir: str | None) -> Calibration | None:
+        """The model's uncertainty calibration, if it has one that applies to these settings."""
+        calibration = Calibration.find(model_dir) if model_dir is not None else None
+        if calibration is not None and not self.refine and "refine_shift" in calibration.signals:
+            warnings.warn(
+                "the model's uncertainty calibration needs the refine pass; without it uncertainty_mm is the fold "
+                "spread (uncalibrated)",
+                stacklevel=3,
+            )
+            return None
+        return calibration
+
+    def _knee_uncertainty(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None, float | None]:
+        """(uncertainty_mm, coverage, flag radius): the calibrated radius, or the fold spread without calibration."""
+        if self.calibration is None:
+            return signals["spread"], None, None
+        return self.calibration.radius_mm(signals), self.calibration.coverage, self.calibration.flag_radius_mm
+
     # ------------------------------------------------------------------------------------------------------------
+    @property
+    def uses_flip_tta(self) -> bool:
+        """Whether each ROI is also predicted mirrored (never with the reference's geometry, which has no TTA)."""
+        return self.flip_tta and not self.reference_geometry
+
     @property
     def reference_geometry(self) -> bool:
         return self.preparer.reference_geometry
@@ -390,6 +449,10 @@ class Predictor:
             "hc_folds": len(self.hc),
             "force": self.preparer.force,
             "presence": self.preparer.presence.limits(),
+            "flip_tta": self.uses_flip_tta,
+            "uncertainty": "fold spread (uncalibrated)"
+            if self.calibration is None
+            else f"calibrated radius at {self.calibration.coverage:g} coverage",
         }
 
     def predict(self, source: str | os.PathLike[str] | Any, file: str | None = None) -> RadiographPrediction:
@@ -456,9 +519,24 @@ class Predictor:
             job.transform = self._hc_transform(job.centre, item.spacing, job.side)
             net = warp_window(item.image, job.transform, (crop, crop))
             images.append(net if self.reference_geometry else mask_outside(net, hc_input_box(self.hc_geometry)))
-        means, spreads, radii = self._forward(self.hc, images)
         scale = crop * self.hc_geometry.spacing_mm
-        for job, mean, spread, radius in zip(jobs, means, spreads, radii, strict=True):
+        if self.uses_flip_tta:
+            # Mirror test-time augmentation: the network was trained with mirrored ROIs (indices keep their
+            # anatomical meaning), so the mirrored ROI's landmarks, mirrored back, are a second opinion. Their mean
+            # is the prediction; their distance (mm) is the "flip" uncertainty signal.
+            n = len(images)
+            out = self._forward(self.hc, images + [np.ascontiguousarray(im[:, ::-1]) for im in images])
+            direct, mirrored = out[0][:n], out[0][n:].copy()
+            mirrored[..., 0] = (crop - 1) / crop - mirrored[..., 0]
+            means = (direct + mirrored) / 2.0
+            spreads = np.sqrt((out[1][:n] ** 2 + out[1][n:] ** 2) / 2.0)
+            radii = np.sqrt((out[2][:n] ** 2 + out[2][n:] ** 2) / 2.0)
+            flips = np.linalg.norm(direct - mirrored, axis=-1) * scale
+        else:
+            means, spreads, radii = self._forward(self.hc, images)
+            flips = np.full(means.shape[:2], np.nan)
+        for job, mean, spread, radius, flip in zip(jobs, means, spreads, radii, flips, strict=True):
+            job.flip = flip
             item = items[job.item]
             if self.reference_geometry:
                 job.result = reference_hc_decode(mean, job.centre, item.spacing, job.side, self.hc_geometry)
@@ -507,7 +585,9 @@ class Predictor:
                 lc_found[(i, job.plan.side)] = (centre, job.evidence.lc_spread_mm)
         jobs = [_HcJob(i, side, centre) for (i, side), (centre, _) in lc_found.items()]
         self._hc_pass(items, jobs)
+        first_pass: dict[tuple[int, KneeSide], np.ndarray] = {}
         if self.refine and jobs:
+            first_pass = {(j.item, j.side): np.asarray(j.result, dtype=np.float64) for j in jobs}
             refined = [_HcJob(j.item, j.side, _refined_centre(j)) for j in jobs]
             self._hc_pass(items, refined)
             jobs = refined
@@ -545,14 +625,21 @@ class Predictor:
             if reason is not None:
                 drop(job.item, job.side, reason)
                 continue
+            signals = knee_signals(
+                job.flip, job.result, first_pass.get((job.item, job.side)), job.spread, job.radius, item.spacing
+            )
+            uncertainty, coverage, flag_radius = self._knee_uncertainty(signals)
             knees[job.item][job.side] = KneePrediction(
                 side=job.side,
                 landmarks_px=np.asarray(job.result, dtype=np.float64),
                 spacing=item.spacing,
-                uncertainty_mm=np.asarray(job.spread, dtype=np.float64),
+                uncertainty_mm=np.asarray(uncertainty, dtype=np.float64),
                 centre_px=np.asarray(job.centre, dtype=np.float64),
                 lc_centre_px=np.asarray(lc_centre, dtype=np.float64),
                 lc_uncertainty_mm=lc_spread,
+                signals=signals,
+                uncertainty_coverage=coverage,
+                flag_radius_mm=flag_radius,
             )
         settings = self.settings
         out = []

@@ -9,10 +9,10 @@ each model's limits are scaled by what its own cross-validation measured on true
   (``lc/oof_predictions.csv`` + ``lc/oof_ground_truth.csv``, or the same per fold). Limits: fold spread of the
   centre <= max(:data:`LC_SPREAD_FACTOR` x e, :data:`MIN_LC_SPREAD_MM`), heatmap radius <= :data:`LC_RADIUS_FACTOR`
   x e. Measured (knees of held-out synthetic films, the largest value over 105 knees / e): fold spread 0.9 e
-  (2-fold models of 300 films), but 3.1 e and 6 e on true knees of other held-out cohorts with the demo's 2-fold
-  models (e = 5.2 mm: spreads of 16 and 31 mm), hence the wide factor 8 and the 25 mm floor (the old fixed limit;
-  non-knees are also caught by the shape, size, rotation and content tests); heatmap radius 5-7 e (models with e = 2.9-4.0 mm, and 5 e for e = 34 mm), but 16 e (82 mm) on one true knee
-  with the demo's 2-fold models, hence the factor 20;
+  (2-fold models of 300 films), heatmap radius 5-7 e (models with e = 2.9-4.0 mm, and 5 e for e = 34 mm). The demo's
+  2-fold models (e = 5.2 mm) gave true knees of other held-out cohorts spreads of 16 and 31 mm (3-6 e) and one a
+  heatmap radius of 82 mm (16 e), hence the wide factors (8 e with a 25 mm floor, the old fixed limit; 20 e): the
+  shape, size, rotation and content tests do most of the separating;
 * high-cost shape residual: :data:`RESIDUAL_FACTOR` x the largest residual of the out-of-fold landmarks
   (:func:`kneel.inference.knee_shape.oof_residuals`), at least :data:`MIN_RESIDUAL_LIMIT_MM`. Measured: the largest
   residual on held-out knees is within 3 % of the out-of-fold one (1.77 vs 1.75 mm, 1.60 vs 1.57 mm, 4.3 vs 4.2 mm).

@@ -78,6 +78,13 @@ class KneePrediction:
     """(2,) the low-cost model's knee centre in original pixels."""
     lc_uncertainty_mm: float = float("nan")
     """Fold spread of the low-cost centre in mm."""
+    signals: dict[str, np.ndarray] = field(default_factory=dict)
+    """Raw per-landmark uncertainty signals in mm (``spread``, ``heatmap``, ``refine_shift``), the inputs of the
+    calibration (:mod:`kneel.inference.calibration`)."""
+    uncertainty_coverage: float | None = None
+    """Stated coverage of ``uncertainty_mm`` when it is a calibrated radius; ``None`` when it is the fold spread."""
+    flag_radius_mm: float | None = None
+    """With a calibration: the knee is ``"uncertain"`` when any radius exceeds this."""
 
     @property
     def landmarks_mm(self) -> np.ndarray:
@@ -87,7 +94,11 @@ class KneePrediction:
 
     @property
     def quality(self) -> str:
-        return quality_flag(self.uncertainty_mm)
+        """``"ok"`` or ``"uncertain"``: from the calibrated radii when calibrated, else the fold-spread rule."""
+        if self.flag_radius_mm is None:
+            return quality_flag(self.uncertainty_mm)
+        u = np.asarray(self.uncertainty_mm, dtype=np.float64)
+        return "ok" if np.all(np.isfinite(u)) and float(np.max(u)) <= self.flag_radius_mm else "uncertain"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +110,9 @@ class KneePrediction:
             "centre_px": self.centre_px.tolist(),
             "lc_centre_px": self.lc_centre_px.tolist(),
             "lc_uncertainty_mm": float(self.lc_uncertainty_mm),
+            "uncertainty_coverage": self.uncertainty_coverage,
+            "flag_radius_mm": self.flag_radius_mm,
+            "signals": {name: np.asarray(v, dtype=np.float64).tolist() for name, v in self.signals.items()},
         }
 
     @classmethod
@@ -111,6 +125,9 @@ class KneePrediction:
             centre_px=np.asarray(data["centre_px"], dtype=np.float64),
             lc_centre_px=np.asarray(data["lc_centre_px"], dtype=np.float64),
             lc_uncertainty_mm=float(data.get("lc_uncertainty_mm", float("nan"))),
+            signals={k: np.asarray(v, dtype=np.float64) for k, v in (data.get("signals") or {}).items()},
+            uncertainty_coverage=data.get("uncertainty_coverage"),
+            flag_radius_mm=data.get("flag_radius_mm"),
         )
 
 
