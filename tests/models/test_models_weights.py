@@ -198,3 +198,51 @@ def test_onnxruntime_backend_matches_torch(tmp_path: Path) -> None:
     assert ort.predict(torch.rand(1, 1, 96, 96) * 255)[0].shape == (1, 16, 2)
     with pytest.raises(ValueError, match="float32 only"):
         load_stage(tmp_path, backend="onnxruntime", precision="bf16")
+
+
+def _edit_config(fold_dir: Path, **changes) -> None:
+    path = fold_dir / "config.json"
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key in data:
+            data[key] = value
+        else:
+            data["model_args"][key] = value
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"crop": 0}, "crop 0 outside"),
+        ({"spacing_mm": 1e-9}, "spacing_mm 1e-09 outside"),
+        ({"pad": 64}, "pad 64 is smaller than crop 128"),
+        ({"roi_size_mm": None}, "needs roi_size_mm"),
+        ({"mean": [float("nan")] * 3}, "must be finite"),
+    ],
+)
+def test_implausible_configs_are_refused_when_the_folder_is_loaded(tmp_path, changes, words):
+    fold = save_fold(_model(0), ModelConfig.from_preset(PRESET), tmp_path / "hc" / "fold_0")
+    _edit_config(fold, **changes)
+    with pytest.raises(ModelError, match=words) as error:
+        load_fold(fold)
+    assert "config.json" in str(error.value)
+
+
+def test_a_config_that_does_not_describe_the_weights_allocates_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    fold = save_fold(_model(0), ModelConfig.from_preset(PRESET), tmp_path / "hc" / "fold_0")
+    _edit_config(fold, base_width=20000)  # building this network for real would need ~14 GB
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # far below the 14 GB\n"
+        "from kneel.models import load_fold\n"
+        "load_fold(sys.argv[1])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(fold)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kneel.errors.ModelError:") and "config.json does not describe these weights" in last
+    assert "shape: layer1.0.weight (" in last

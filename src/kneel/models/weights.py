@@ -8,6 +8,7 @@ Training, the snapshot converter and inference all go through :func:`save_fold` 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -40,6 +41,11 @@ __all__ = [
     "read_config",
     "read_weights",
 ]
+
+_SPACING_RANGE = (0.01, 20.0)
+"""Plausible working spacing of a network input (mm per pixel): 0.3 (high-cost) to 3.5 (tiny low-cost)."""
+_CROP_RANGE = (8, 4096)
+"""Plausible network input side (pixels)."""
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -86,11 +92,26 @@ class ModelConfig:
             raise ConfigError(f"mean and std need 3 values each, got {self.mean} and {self.std}")
         if min(self.std) <= 0:
             raise ConfigError(f"std values must be positive, got {self.std}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ConfigError(f"mean and std must be finite, got {self.mean} and {self.std}")
         self.fold = int(self.fold)
         self.spacing_mm = float(self.spacing_mm)
         self.roi_size_mm = None if self.roi_size_mm is None else float(self.roi_size_mm)
         self.pad, self.crop = int(self.pad), int(self.crop)
         self.model_args = dict(self.model_args)
+        # Checked here, when a model folder is loaded, not per file at inference (nor as a huge allocation).
+        if not (math.isfinite(self.spacing_mm) and _SPACING_RANGE[0] <= self.spacing_mm <= _SPACING_RANGE[1]):
+            raise ConfigError(f"spacing_mm {self.spacing_mm} outside {_SPACING_RANGE[0]}-{_SPACING_RANGE[1]} mm")
+        if not _CROP_RANGE[0] <= self.crop <= _CROP_RANGE[1]:
+            raise ConfigError(f"crop {self.crop} outside {_CROP_RANGE[0]}-{_CROP_RANGE[1]} pixels")
+        if self.pad < self.crop:
+            raise ConfigError(f"pad {self.pad} is smaller than crop {self.crop}")
+        if self.stage == "hc" and self.roi_size_mm is None:
+            raise ConfigError("a high-cost model needs roi_size_mm")
+        if self.roi_size_mm is not None and not (math.isfinite(self.roi_size_mm) and 0 < self.roi_size_mm <= 1000):
+            raise ConfigError(f"roi_size_mm {self.roi_size_mm} outside 0-1000 mm")
+        if self.fold < 0:
+            raise ConfigError(f"fold must be >= 0, got {self.fold}")
 
     @classmethod
     def from_preset(
@@ -191,6 +212,14 @@ def save_fold(model: nn.Module, config: ModelConfig, fold_dir: str | os.PathLike
 
 def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
     """Strict load with a readable ``ModelError`` naming the first missing/unexpected/mis-shaped keys."""
+    problems = _state_mismatch(model, state)
+    if problems:
+        raise ModelError("weights do not match the architecture; " + problems, source)
+    model.load_state_dict(state, strict=True)
+
+
+def _state_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """The first missing, unexpected and mis-shaped keys of ``state`` for ``model`` ("" when they match)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -199,14 +228,12 @@ def load_state_dict_into(model: nn.Module, state: dict[str, torch.Tensor], sourc
         for k, v in own.items()
         if k in state and state[k].shape != v.shape
     ]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if items:
-                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-                parts.append(f"{label}: {', '.join(items[:3])}{more}")
-        raise ModelError("weights do not match the architecture; " + "; ".join(parts), source)
-    model.load_state_dict(state, strict=True)
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{label}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts)
 
 
 def read_config(fold_dir: str | os.PathLike[str]) -> ModelConfig:
@@ -233,10 +260,21 @@ def read_weights(fold_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
 
 
 def load_fold(fold_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[HourglassNet, ModelConfig]:
-    """Rebuild and load one fold model (eval mode) from ``fold_dir``; no pickle involved."""
+    """Rebuild and load one fold model (eval mode) from ``fold_dir``; no pickle involved.
+
+    The network ``config.json`` describes is first built on PyTorch's meta device (shapes, no memory) and checked
+    against the stored weights, so a wrong or hostile config (``base_width: 20000``: 14 GB) is a :class:`ModelError`
+    naming the file, not an allocation failure.
+    """
     config = read_config(fold_dir)
-    model = build_model(config)
     state, path = read_weights(fold_dir)
+    with torch.device("meta"):
+        skeleton = build_model(config)
+    problems = _state_mismatch(skeleton, state)
+    if problems:
+        raise ModelError(f"{CONFIG_NAME} does not describe these weights (model_args {config.model_args}); "
+                         f"{problems}", Path(fold_dir))  # fmt: skip
+    model = build_model(config)
     load_state_dict_into(model, state, path)
     return model.to(device).eval(), config
 
