@@ -57,5 +57,5 @@ def test_bf_ground_truth_uses_each_images_spacing(tmp_path: Path):
         for f, s in zip(knees.files, knees.sides, strict=True)
     ]
 
-    with pytest.raises(EvaluationInputError, match="--images"):
+    with pytest.raises(EvaluationInputError, match=r"\(images=DIR\)"):  # Python names the argument
         read_ground_truth(bf_landmarks_csv())

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kneel.errors import KneelError
+from kneel.errors import KneelError, option
 from kneel.landmarks import NUM_LANDMARKS, KneeSide
 
 __all__ = [
@@ -91,7 +91,7 @@ def detect_annotation_format(path: str | Path) -> str:
 def load_cohort(annotations: str | Path, oai: str | Path | None = None, images: str | Path | None = None) -> Cohort:
     """Pair annotations with images. Exactly one of ``oai`` and ``images`` must be given."""
     if (oai is None) == (images is None):
-        raise CohortError("give exactly one of --oai DIR and --images DIR")
+        raise CohortError(f"give exactly one of {option('oai', 'DIR')} and {option('images', 'DIR')}")
     annotations = Path(annotations)
     fmt = detect_annotation_format(annotations)
     if oai is not None:

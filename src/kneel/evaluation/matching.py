@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kneel.errors import KneelError
+from kneel.errors import KneelError, option
 from kneel.evaluation.metrics import landmark_errors_mm
 from kneel.landmarks import NUM_LANDMARKS, KneeSide
 
@@ -191,7 +191,8 @@ def _read_bf(path: Path, spacing_of: Callable[[str], tuple[float, float] | None]
     except ImportError as exc:
         raise EvaluationInputError("reading bf_landmarks files needs kneel.io.annotations", path) from exc
     if spacing_of is None:
-        raise EvaluationInputError("bf_landmarks ground truth needs the images' spacing (--images DIR)", path)
+        reason = f"bf_landmarks ground truth needs the images' spacing ({option('images', 'DIR')})"
+        raise EvaluationInputError(reason, path)
     rows = []
     try:
         annotations = read_bf_landmarks(path)
@@ -352,7 +353,8 @@ def match_predictions(
             sp, src = (np.nan, np.nan), "none (knee not predicted)"
         if sp is None:
             raise EvaluationInputError(
-                f"{name}: no pixel spacing for {file} (give x_mm/y_mm columns, --images DIR or --spacing MM)"
+                f"{name}: no pixel spacing for {file} "
+                f"(give x_mm/y_mm columns, {option('images', 'DIR')} or {option('spacing', 'MM')})"
             )
         spacing[i] = sp
         source.append(src)

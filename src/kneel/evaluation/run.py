@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kneel.errors import KneelError
+from kneel.errors import KneelError, option
 from kneel.evaluation.history import FAILED_RATIO, FoldHistory, history_table, read_histories
 from kneel.evaluation.matching import (
     EvaluationInputError,
@@ -329,7 +329,8 @@ def evaluate(
         for knees in sets:
             path = plot_examples(knees, img.loader(knees), out / f"examples_{_slug(knees.name)}.png")
             if path is None:
-                warnings.append(f"{knees.name}: example knees skipped: images not found (give --images DIR).")
+                hint = option("images", "DIR")
+                warnings.append(f"{knees.name}: example knees skipped: images not found (give {hint}).")
             else:
                 example_paths[knees.name] = path
                 files.append(path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kneel.errors import ModelError
+from kneel.errors import ModelError, option
 from kneel.models.weights import CONFIG_NAME, ModelConfig, _write_bytes, fold_dirs, load_fold
 
 __all__ = ["Exporter", "export_onnx", "export_model_onnx", "onnx_model_bytes", "onnx_session", "resolve_fold_dir"]
@@ -47,7 +47,7 @@ def resolve_fold_dir(model_dir: str | os.PathLike[str], fold: int | None = None)
     root = Path(model_dir)
     if (root / CONFIG_NAME).is_file():
         if fold is not None and root.name != f"fold_{fold}":
-            raise ModelError(f"--fold {fold} given but this is the fold folder {root.name}", root)
+            raise ModelError(f"{option('fold', str(fold))} given but this is the fold folder {root.name}", root)
         return root
     dirs = fold_dirs(root)
     if fold is None:

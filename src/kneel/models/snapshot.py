@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kneel.errors import ModelError
+from kneel.errors import ModelError, option
 from kneel.models._registry import get_preset, list_presets
 from kneel.models.weights import (
     STAGES,
@@ -243,7 +243,7 @@ def convert_snapshot(
                 mean_std = cand
                 break
         else:
-            raise ModelError("no mean_std.npy found beside the snapshot; pass --mean-std", src_path)
+            raise ModelError(f"no mean_std.npy found beside the snapshot; pass {option('mean_std', 'FILE')}", src_path)
     mean, std = read_mean_std(mean_std)
     layout, folds = find_snapshot_folds(src_path, stage)
     written = []
@@ -258,7 +258,8 @@ def convert_snapshot(
         expected = 1 if stage == "lc" else 16
         if args["n_outputs"] != expected and not (overrides and "n_outputs" in overrides):
             raise ModelError(
-                f"{stage} models have {expected} output(s) but this snapshot has {args['n_outputs']}; wrong --stage?",
+                f"{stage} models have {expected} output(s) but this snapshot has {args['n_outputs']}; "
+                f"wrong {option('stage')}?",
                 source,
             )
         preset = _matching_preset(stage, args)

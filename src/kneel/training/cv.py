@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kneel.errors import ConfigError, ModelError
+from kneel.errors import ConfigError, ModelError, option
 from kneel.models.weights import WEIGHTS_NAME, read_weights
 
 __all__ = [
@@ -81,7 +81,8 @@ def find_transfer_source(init_from: str | None, out: Path, cli_init_from: str | 
     if cli_init_from is not None:
         found = _lc_stage_dir(Path(cli_init_from))
         if found is None:
-            raise ConfigError("--init-from: no low-cost fold models (fold_<k>/model.safetensors) there", cli_init_from)
+            reason = f"{option('init_from', 'DIR')}: no low-cost fold models (fold_<k>/model.safetensors) there"
+            raise ConfigError(reason, cli_init_from)
         return found
     if init_from is None:
         return None
@@ -90,7 +91,7 @@ def find_transfer_source(init_from: str | None, out: Path, cli_init_from: str | 
         if found is None:
             raise ConfigError(
                 "init_from: auto needs the low-cost models in the same output folder (train the lc stage first) "
-                "or --init-from",
+                f"or {option('init_from', 'DIR')}",
                 out / "lc",
             )
         return found

@@ -107,9 +107,9 @@ def resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from kneel.errors import ConfigError
+        from kneel.errors import ConfigError, option
 
-        raise ConfigError("--device cuda requested but no CUDA device is available")
+        raise ConfigError(f"{option('device', 'cuda')} requested but no CUDA device is available")
     return dev
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from kneel.errors import ConfigError, KneelError
+from kneel.errors import ConfigError, KneelError, option
 from kneel.io.atomic import atomic_write_text
 from kneel.landmarks import CENTRE_LANDMARK, LANDMARKS
 from kneel.training.checkpoint import (
@@ -726,7 +726,7 @@ def train(
         selected = list(range(config.folds)) if folds is None else sorted({int(f) for f in folds})
         bad = [f for f in selected if not 0 <= f < config.folds]
         if bad:
-            raise ConfigError(f"--folds: {bad} outside 0..{config.folds - 1}")
+            raise ConfigError(f"{option('folds')} {bad} outside 0..{config.folds - 1}")
         if config.stage == "lc" and (config.init_from is not None or init_from is not None):
             raise ConfigError("init_from: transfer learning initialises the high-cost stage; the lc stage has none")
         transfer_src = find_transfer_source(config.init_from, out, init_from)
