@@ -55,6 +55,21 @@ def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
         result.headline["exact geometry"]["mean_mm"], nan_ok=True
     )
 
+    # the training and calibration films are removed after their last use (the held-out films stay, with the tables)
+    cohorts = tmp_path / "demo" / "cohorts"
+    for name, kept in (("train", False), ("calibration", False), ("test", True)):
+        films = pd.read_csv(cohorts / name / "films.csv", dtype={"file": str})["file"]
+        assert len(films) > 0 and all((cohorts / name / f).is_file() == kept for f in films), name
+        assert (cohorts / name / "ground_truth.csv").is_file(), name
+    # a step that needs removed films again re-renders them: the same films, so the same prepared data
+    prepared = (tmp_path / "demo" / "data" / "hc" / "metadata.csv").read_bytes()
+    (tmp_path / "demo" / "data" / "hc" / "metadata.csv").unlink()
+    log3 = io.StringIO()
+    third = run_demo(tmp_path / "demo", settings, progress=False, stream=log3)
+    assert "re-rendering the train films" in log3.getvalue()
+    assert not next(s for s in third.steps if s["step"] == "prepare")["reused"]
+    assert (tmp_path / "demo" / "data" / "hc" / "metadata.csv").read_bytes() == prepared
+
 
 def test_steps_are_reused_and_invalidated_downstream(tmp_path: Path):
     from kneel.demo.steps import StepRunner

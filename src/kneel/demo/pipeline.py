@@ -21,7 +21,16 @@ import pandas as pd
 from kneel.errors import KneelError
 from kneel.landmarks import CENTRE_LANDMARK, NUM_LANDMARKS
 
-__all__ = ["DemoSettings", "DemoError", "DemoPaths", "require", "find_config", "no_learning_baseline"]
+__all__ = [
+    "DemoSettings",
+    "DemoError",
+    "DemoPaths",
+    "require",
+    "find_config",
+    "no_learning_baseline",
+    "drop_films",
+    "films_missing",
+]
 
 
 class DemoError(KneelError):
@@ -49,6 +58,8 @@ class DemoSettings:
     """torch threads (0: all CPU cores)."""
     fold_processes: int = 2
     """folds trained at the same time, each in its own process (the CPU's threads divided among them)."""
+    keep_films: bool = False
+    """keep the training and calibration cohorts' DICOM films after their last use (~6 GiB at the defaults)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +133,26 @@ def _films(cohort: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DemoError("the synthetic cohort has no films.csv", path)
     return pd.read_csv(path, dtype={"file": str})
+
+
+def films_missing(cohort: Path) -> bool:
+    """Whether any film that ``cohort/films.csv`` lists is absent (e.g. removed by :func:`drop_films`)."""
+    return any(not (cohort / name).is_file() for name in _films(cohort)["file"])
+
+
+def drop_films(cohort: Path) -> int:
+    """Delete the DICOM films a synthetic cohort lists, keeping its tables; returns the bytes freed.
+
+    The films of a cohort are large (10-20 MB each, uncompressed) and, once prepared or predicted, no later demo step
+    reads them; they are a pure function of the cohort's seed, so a step that needs them again re-renders them.
+    """
+    freed = 0
+    for name in _films(cohort)["file"]:
+        film = cohort / name
+        if film.is_file() and film.resolve().is_relative_to(cohort.resolve()):
+            freed += film.stat().st_size
+            film.unlink()
+    return freed
 
 
 def no_learning_baseline(train_cohort: Path, test_cohort: Path, out_csv: Path) -> Path:

@@ -13,6 +13,8 @@ from kneel.demo.pipeline import (
     DemoError,
     DemoPaths,
     DemoSettings,
+    drop_films,
+    films_missing,
     find_config,
     no_learning_baseline,
     require,
@@ -70,6 +72,20 @@ def run_demo(
         )
         return {"films": summary.n_images, "knees": summary.n_knees}
 
+    def films_present(split: str, n: int, seed: int, cohort: Path) -> None:
+        """Re-render a cohort's films if an earlier run removed them (films are a pure function of the seed)."""
+        if films_missing(cohort):
+            runner._say(f"re-rendering the {cohort.name} films (removed after their last use)")
+            synth(split, n, seed, cohort)
+
+    def drop(cohort: Path) -> None:
+        if not settings.keep_films:
+            freed = drop_films(cohort)
+            if freed:
+                runner._say(
+                    f"removed the {cohort.name} cohort's films ({freed / 2**30:.1f} GiB; --keep-films keeps them)"
+                )
+
     params_synth = {"n": settings.train_images, "seed": settings.seed}
     runner.run(
         "synth_train",
@@ -91,6 +107,7 @@ def run_demo(
 
     def prepare() -> dict[str, Any]:
         mod = require("kneel.data.prepare", "prepare")
+        films_present("train", settings.train_images, settings.seed, paths.train_cohort)
         report = mod.prepare_datasets(
             paths.train_cohort / "ground_truth.csv",
             paths.data,
@@ -113,6 +130,7 @@ def run_demo(
         clear=[paths.data],
         after=["synth_train"],
     )
+    drop(paths.train_cohort)  # everything later reads the prepared data and the cohort's tables only
 
     def train(stage: str) -> dict[str, Any]:
         mod = require("kneel.training", f"train {stage}")
@@ -177,6 +195,7 @@ def run_demo(
         from kneel.inference.calibration import CALIBRATION_FILE, CalibrationError
 
         (paths.model / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale one would change the calibration run
+        films_present("test", settings.calibration_images, settings.seed + 2, paths.calibration_cohort)
         try:
             run = mod.calibrate_model(
                 paths.model,
@@ -198,6 +217,7 @@ def run_demo(
         clear=[paths.out / "predictions" / "calibration"],
         after=["synth_calibration", "train_hc"],
     )
+    drop(paths.calibration_cohort)
 
     def predict(geometry: str) -> dict[str, Any]:
         mod = require("kneel.inference", f"predict {geometry}")
