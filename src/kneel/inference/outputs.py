@@ -277,33 +277,13 @@ class OutputFolder:
         return len(preds)
 
     def write_overlay(self, prediction: RadiographPrediction, image_u8: np.ndarray, max_side: int = 1024) -> Path:
-        """A PNG of the (downscaled) normalised image with each knee's landmarks and ROI centre drawn."""
+        """A PNG of the (downscaled) normalised image with each knee's landmarks, ROI centre, quality and, on
+        uncertain knees, the calibrated radius circles (:func:`kneel.inference.overlay.draw_overlay`)."""
         import cv2
 
-        if image_u8.size == 0:  # refused before its pixels were read: a small black card
-            image_u8 = np.zeros((128, 256), np.uint8)
-        rows, columns = image_u8.shape[:2]
-        scale = min(1.0, max_side / max(rows, columns))
-        if scale < 1:  # at least one pixel each way, however elongated the image
-            size = (max(1, round(columns * scale)), max(1, round(rows * scale)))
-            small = cv2.resize(image_u8, size, interpolation=cv2.INTER_AREA)
-        else:
-            small = image_u8
-        canvas = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
-        colours = {"R": (80, 220, 80), "L": (40, 160, 255)}
-        for knee in prediction:
-            colour = colours[knee.side.value]
-            pts = (knee.landmarks_px + 0.5) * scale - 0.5
-            for k, (x, y) in enumerate(pts):
-                radius = 3 if k not in (0, 4, 8, 9, 12, 15) else 4
-                cv2.circle(canvas, (int(round(x)), int(round(y))), radius, colour, -1, cv2.LINE_AA)
-            cx, cy = (knee.centre_px + 0.5) * scale - 0.5
-            cv2.drawMarker(canvas, (int(round(cx)), int(round(cy))), (0, 0, 255), cv2.MARKER_CROSS, 12, 1)
-            flag = "" if knee.quality == "ok" else " ?"
-            cv2.putText(canvas, knee.side.value + flag, (int(cx) + 8, int(cy) - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                        colour, 2, cv2.LINE_AA)  # fmt: skip
-        if prediction.status != "ok":
-            cv2.putText(canvas, "no knee", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 255), 2, cv2.LINE_AA)
+        from kneel.inference.overlay import draw_overlay
+
+        canvas = draw_overlay(prediction, image_u8, max_side)
         ok, encoded = cv2.imencode(".png", canvas)
         if not ok:
             raise OSError("PNG encoding failed")
