@@ -39,6 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bone grouping of the recall columns: test (tibia 0,4,8 / femur 9,12,15) or cv (0,8 / 9,15); "
         "default %(default)s",
     )
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        metavar="P",
+        help="stated coverage (0-1) of uncertainty_mm in every --pred table (default: what the kneel predict folder "
+        "of each table records in results/*.json)",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="PATH",
+        help="model folder or its calibration.json: draws the whole stated-vs-observed coverage curve (multipliers "
+        "at other coverages); the stated coverage of tables that record none",
+    )
     parser.add_argument("--title", default="Landmark evaluation", help="report title")
     parser.add_argument("--no-examples", action="store_true", help="skip the example ROI pictures")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -59,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         title=args.title,
         examples=not args.no_examples,
         grouping=args.grouping,
+        coverage=args.coverage,
+        calibration=args.calibration,
     )
     print(report.markdown.read_text(encoding="utf-8"))
     print(f"report: {report.html}")

@@ -4,8 +4,10 @@ One call produces, in ``out``: ``summary.{csv,md,tex}`` (mean error and the pape
 95 % confidence intervals, % out, per prediction set and knee subset, one bone grouping), ``landmarks.{csv,md,tex}``
 (per-landmark statistics), ``errors_<set>.csv`` (every paired landmark with its error), ``missing_<set>.csv`` when
 predictions are missing, ``cumulative.{png,svg}``, ``landmark_boxes.png``, ``examples_<set>.png`` (when images are
-available), ``training_curves.png`` (when given a training stage), ``summary_short.md`` and ``report.html``
-(everything above in one self-contained file, stamped with the versions, commit, device and date).
+available), ``training_curves.png`` (when given a training stage), ``uncertainty.{csv,md,tex}`` and
+``calibration_<set>.png`` (sets whose table carries ``uncertainty_mm`` and ``quality``: coverage of the radius, the
+quality flag's recall and precision; :mod:`kneel.evaluation.uncertainty_section`), ``summary_short.md`` and
+``report.html`` (everything above in one self-contained file, stamped with the versions, commit, device and date).
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ from kneel.evaluation.tables import (
     to_markdown,
     write_table,
 )
+from kneel.evaluation.uncertainty_section import (
+    UncertaintySet,
+    format_uncertainty,
+    uncertainty_definition,
+    uncertainty_sets,
+    uncertainty_table,
+)
 from kneel.io.atomic import atomic_write_text
 from kneel.landmarks import LANDMARKS
 
@@ -60,6 +69,7 @@ __all__ = [
     "build_html",
     "summary_sections",
     "training_section",
+    "uncertainty_section",
     "recall_definition",
 ]
 
@@ -83,6 +93,8 @@ class EvaluationReport:
     """The notes a reader must see first (missing predictions, unpaired knees, skipped pictures)."""
     histories: list[FoldHistory] = field(default_factory=list)
     stamp: str = ""
+    uncertainty: list[UncertaintySet] = field(default_factory=list)
+    """Per set with ``uncertainty_mm`` and ``quality`` columns: coverage, ranking and flag figures, calibration plot."""
 
     def headline(self, name: str | None = None) -> dict[str, float | int]:
         """Key numbers of one set (default: the first) over all knees; see :func:`headline`."""
@@ -243,6 +255,8 @@ def evaluate(
     grouping: str = "test",
     training: PathLike | None = None,
     device: str | None = None,
+    coverage: float | None = None,
+    calibration: PathLike | None = None,
 ) -> EvaluationReport:
     """Compare one or more prediction tables with the ground truth and write tables, pictures and ``report.html``.
 
@@ -262,6 +276,10 @@ def evaluate(
         training: a training run or stage folder (``fold_<k>/metrics.csv``): adds training curves and the
             failed-fold verdicts.
         device: device named in the report's stamp (default: what torch finds here).
+        coverage: stated coverage of every set's ``uncertainty_mm`` (default: what the ``kneel predict`` folder of
+            each table records, see :mod:`kneel.evaluation.uncertainty_section`).
+        calibration: a model folder or its ``calibration.json``: the multipliers at other coverages (the whole
+            stated-vs-observed curve), and the stated coverage of tables that record none.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -280,10 +298,11 @@ def evaluate(
     notes: list[str] = []
     warnings: list[str] = []
 
-    sets = []
+    sets, tables = [], []
     for path, name in zip(pred_paths, _set_names(pred_paths, names), strict=True):
+        tables.append(read_table(path))
         knees = match_predictions(
-            read_table(path),
+            tables[-1],
             truth,
             name=name,
             kl=kl_table,
@@ -337,6 +356,16 @@ def evaluate(
     histories = read_histories(training) if training is not None else []
     if histories:
         files.append(plot_training_curves(histories, out / "training_curves.png"))
+    slugs = [_slug(k.name) for k in sets]
+    uncertainty = uncertainty_sets(sets, tables, pred_paths, out, slugs, coverage=coverage, calibration=calibration)
+    if uncertainty:
+        files += write_table(
+            uncertainty_table(uncertainty), format_uncertainty(uncertainty), out / "uncertainty", caption=title
+        )
+        files += [u.plot for u in uncertainty]
+    else:  # no stale figures from an earlier run into the same folder
+        for suffix in (".csv", ".md", ".tex"):
+            (out / "uncertainty").with_suffix(suffix).unlink(missing_ok=True)
 
     report = EvaluationReport(
         out=out,
@@ -351,6 +380,7 @@ def evaluate(
         warnings=warnings,
         histories=histories,
         stamp=run_stamp(device),
+        uncertainty=uncertainty,
     )
     atomic_write_text(report.markdown, short_markdown(report))
     build_html(report, example_paths, title, device).write(report.html)
@@ -393,6 +423,8 @@ def short_markdown(report: EvaluationReport) -> str:
         "",
         to_markdown(format_summary(report.summary[keep].reset_index(drop=True), report.thresholds)),
     ]
+    if report.uncertainty:
+        text += ["## Uncertainty", "", to_markdown(format_uncertainty(report.uncertainty))]
     if report.notes:
         text += [*(f"- {n}" for n in report.notes), ""]
     return "\n".join(text)
@@ -433,6 +465,8 @@ def build_html(
         doc.heading("Examples")
         for name, path in example_paths.items():
             doc.image(path, f"{name}: best, median and worst knees of each KL group.")
+    if report.uncertainty:
+        uncertainty_section(doc, report.uncertainty)
     if report.histories:
         training_section(doc, report.histories, report.out / "training_curves.png")
     if len(report.notes) > len(report.warnings):
@@ -459,6 +493,19 @@ def summary_sections(doc: HtmlReport, report: EvaluationReport, heading: str = "
         "Paper-style cells: recall as mean ± std over tibia and femur, every knee group (as in summary.tex)",
         format_summary(table, thr, style="paper"),
     )
+
+
+def uncertainty_section(doc: HtmlReport, items: list[UncertaintySet]) -> None:
+    """The uncertainty figures of every set that has them (table) and each set's calibration plot."""
+    doc.heading("Uncertainty and the quality flag")
+    doc.paragraph(uncertainty_definition(items))
+    doc.table(format_uncertainty(items), "Every figure as a number: uncertainty.csv.")
+    for item in items:
+        doc.image(
+            item.plot,
+            f"{item.name}: left, stated vs observed coverage (the whole curve needs the calibration's multipliers at "
+            "other coverages: --calibration MODEL); right, each knee's mean radius against its mean error.",
+        )
 
 
 def training_section(doc: HtmlReport, histories: list[FoldHistory], picture: Path) -> None:

@@ -21,9 +21,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kneel.evaluation.matching import MatchedKnees
+from kneel.evaluation.matching import MatchedKnees, _choose_file_key
 
-__all__ = ["UncertaintyReport", "uncertainty_report", "aligned_columns", "calibration_figure", "plot_calibration"]
+__all__ = [
+    "UncertaintyReport",
+    "uncertainty_report",
+    "aligned_columns",
+    "knee_quality",
+    "calibration_figure",
+    "plot_calibration",
+]
 
 OUTLIER_MM = 5.0
 
@@ -49,17 +56,31 @@ class UncertaintyReport:
 
 
 def aligned_columns(knees: MatchedKnees, pred: pd.DataFrame, column: str, fill: float | str = np.nan) -> np.ndarray:
-    """``pred[column]`` as a (knees, 16) array in the order of ``knees`` (``fill`` where absent)."""
+    """``pred[column]`` as a (knees, 16) array in the order of ``knees`` (``fill`` where absent).
+
+    Files are paired as :func:`~kneel.evaluation.matching.match_predictions` pairs them (exact, base name or stem),
+    so a table keyed ``/data/a.dcm`` lines up with ground truth keyed ``a.dcm``.
+    """
+    key = _choose_file_key(pred["file"].astype(str).unique().tolist(), sorted(set(map(str, knees.files))))
     lut = {
-        (str(f), str(s), int(k)): v
+        (key(str(f)), str(s), int(k)): v
         for f, s, k, v in zip(pred["file"], pred["side"], pred["landmark"], pred[column], strict=True)
     }
     n = len(knees.files)
     out = np.full((n, knees.errors.shape[1]), fill, dtype=object if isinstance(fill, str) else np.float64)
     for i, (f, s) in enumerate(zip(knees.files, knees.sides, strict=True)):
         for k in range(out.shape[1]):
-            out[i, k] = lut.get((str(f), str(s), k), fill)
+            value = lut.get((key(str(f)), str(s), k), fill)
+            out[i, k] = fill if isinstance(fill, str) and not isinstance(value, str) else value
     return out
+
+
+def knee_quality(knees: MatchedKnees, pred: pd.DataFrame) -> np.ndarray:
+    """Each knee's ``quality`` (its first landmark row that has one; ``""`` for a knee without predictions)."""
+    if "quality" not in pred:
+        return np.full(len(knees.files), "", dtype=object)
+    cells = aligned_columns(knees, pred, "quality", fill="")
+    return np.array([next((c for c in row if c), "") for row in cells], dtype=object)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,22 +92,36 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a[ok], b[ok]).correlation)
 
 
+def _knee_arrays(knees: MatchedKnees, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted, knee mean error, knee mean radius, knee max error) over the landmarks the ground truth holds.
+
+    A knee counts as predicted when every landmark of its ground truth has a prediction and a finite radius.
+    """
+    err = knees.errors
+    present = np.isfinite(knees.true[:, :, 0])
+    complete = np.all(~present | (np.isfinite(err) & np.isfinite(radius)), axis=1) & present.any(axis=1)
+    e = np.where(present, err, np.nan)[complete]
+    r = np.where(present, radius, np.nan)[complete]
+    if not complete.any():
+        return complete, np.zeros(0), np.zeros(0), np.zeros(0)
+    return complete, np.nanmean(e, axis=1), np.nanmean(r, axis=1), np.nanmax(e, axis=1)
+
+
 def uncertainty_report(
-    knees: MatchedKnees, pred: pd.DataFrame, stated_coverage: float, outlier_mm: float = OUTLIER_MM
+    knees: MatchedKnees, pred: pd.DataFrame, stated_coverage: float | None, outlier_mm: float = OUTLIER_MM
 ) -> UncertaintyReport:
-    """Coverage, ranking and flag figures of one prediction set (module docstring)."""
+    """Coverage, ranking and flag figures of one prediction set (module docstring); ``stated_coverage`` None (not a
+    calibrated radius, or unknown) gives NaN there."""
     radius = aligned_columns(knees, pred, "uncertainty_mm")
-    quality = aligned_columns(knees, pred, "quality", fill="")[:, 0] if "quality" in pred else np.array([])
     err = knees.errors
     both = np.isfinite(radius) & np.isfinite(err)
-    predicted = np.all(np.isfinite(err), axis=1) & np.all(np.isfinite(radius), axis=1)
-    knee_err, knee_rad = err[predicted].mean(axis=1), radius[predicted].mean(axis=1)
-    far = np.max(err[predicted], axis=1) >= outlier_mm if predicted.any() else np.zeros(0, bool)
-    flagged = (quality[predicted] == "uncertain") if len(quality) else np.zeros(predicted.sum(), bool)
+    predicted, knee_err, knee_rad, knee_max = _knee_arrays(knees, radius)
+    far = knee_max >= outlier_mm
+    flagged = knee_quality(knees, pred)[predicted] == "uncertain"
     ok_err = knee_err[~flagged]
     return UncertaintyReport(
         knees=int(predicted.sum()),
-        stated_coverage=float(stated_coverage),
+        stated_coverage=float("nan") if stated_coverage is None else float(stated_coverage),
         observed_coverage=float(np.mean(err[both] <= radius[both])) if both.any() else float("nan"),
         knee_rank_correlation=_spearman(knee_rad, knee_err),
         landmark_rank_correlation=_spearman(radius[both], err[both]),
@@ -99,22 +134,36 @@ def uncertainty_report(
     )
 
 
-def calibration_figure(knees: MatchedKnees, pred: pd.DataFrame, levels: dict[str, float], stated: float):
-    """Stated vs observed coverage (radii rescaled to each stored level) and knee radius vs knee error."""
+def _observed_curve(err: np.ndarray, radius: np.ndarray, levels: dict[str, float], stated: float | None):
+    """(stated levels, observed coverage): every stored level when ``levels`` holds the stated one, else the stated
+    coverage alone; empty when it is unknown."""
+    ok = np.isfinite(radius) & np.isfinite(err)
+    if stated is None or not np.isfinite(stated) or not ok.any():
+        return [], []
+    base = levels.get(f"{stated:g}") if levels else None
+    if not base:
+        return [float(stated)], [float(np.mean(err[ok] <= radius[ok]))]
+    xs = sorted(float(k) for k in levels)
+    return xs, [float(np.mean(err[ok] <= radius[ok] * levels[f"{x:g}"] / base)) for x in xs]
+
+
+def calibration_figure(
+    knees: MatchedKnees, pred: pd.DataFrame, levels: dict[str, float] | None, stated: float | None, title: str = ""
+):
+    """Stated vs observed coverage (radii rescaled to each stored level of ``levels``, the calibration's multipliers;
+    without them the stated level alone) and knee radius vs knee error. ``stated`` None: not a calibrated radius."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     radius = aligned_columns(knees, pred, "uncertainty_mm")
-    err = knees.errors
-    ok = np.isfinite(radius) & np.isfinite(err)
+    xs, ys = _observed_curve(knees.errors, radius, levels or {}, stated)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 4.2))
-    base = levels.get(f"{stated:g}")
-    if base and ok.any():
-        xs = sorted(float(k) for k in levels)
-        ys = [float(np.mean(err[ok] <= radius[ok] * levels[f"{x:g}"] / base)) for x in xs]
+    if xs:
         left.plot(xs, ys, "o-", color="#c0392b", label="observed")
+    else:
+        left.text(0.7, 0.65, "no stated coverage:\nnot a calibrated radius", ha="center", va="center", fontsize=9)
     left.plot([0.4, 1.0], [0.4, 1.0], "--", color="grey", label="perfect calibration")
     left.fill_between([0.4, 1.0], [0.35, 0.95], [0.45, 1.05], color="grey", alpha=0.15, label="±5 points")
     left.set_xlim(0.4, 1.0)
@@ -123,22 +172,34 @@ def calibration_figure(knees: MatchedKnees, pred: pd.DataFrame, levels: dict[str
     left.set_ylabel("observed coverage (landmarks inside the radius)")
     left.set_title("Calibration of the uncertainty radius")
     left.legend(loc="lower right", fontsize=8)
-    rows = np.all(ok, axis=1)
-    if rows.any():
-        right.scatter(radius[rows].mean(axis=1), err[rows].mean(axis=1), s=18, color="#2c7fb8")
-        top = float(max(np.max(radius[rows].mean(axis=1)), np.max(err[rows].mean(axis=1)))) * 1.1
+    predicted, knee_err, knee_rad, _ = _knee_arrays(knees, radius)
+    if knee_err.size:
+        flagged = knee_quality(knees, pred)[predicted] == "uncertain"
+        for mask, colour, label in ((~flagged, "#2c7fb8", "flagged ok"), (flagged, "#e67e22", "flagged uncertain")):
+            if mask.any():
+                right.scatter(knee_rad[mask], knee_err[mask], s=18, color=colour, label=f"{label} ({mask.sum()})")
+        right.legend(loc="upper left", fontsize=8)
+        top = max(float(max(np.max(knee_rad), np.max(knee_err))) * 1.1, 1e-3)
         right.plot([0, top], [0, top], ":", color="grey")
         right.set_xlim(0, top)
         right.set_ylim(0, top)
-    right.set_xlabel(f"knee mean radius at {stated:.0%} (mm)")
+    at = f" at {stated:.0%}" if stated is not None and np.isfinite(stated) else ""
+    right.set_xlabel(f"knee mean radius{at} (mm)")
     right.set_ylabel("knee mean error (mm)")
-    right.set_title(f"Uncertainty vs error (Spearman {_spearman(radius[rows].mean(1), err[rows].mean(1)):.2f})")
+    right.set_title(f"Uncertainty vs error (Spearman {_spearman(knee_rad, knee_err):.2f})")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
 def plot_calibration(
-    knees: MatchedKnees, pred: pd.DataFrame, levels: dict[str, float], stated: float, path: str | os.PathLike[str]
+    knees: MatchedKnees,
+    pred: pd.DataFrame,
+    levels: dict[str, float] | None,
+    stated: float | None,
+    path: str | os.PathLike[str],
+    title: str = "",
 ) -> Path:
     """Write :func:`calibration_figure` as a PNG (atomic)."""
     import io
@@ -147,7 +208,7 @@ def plot_calibration(
 
     from kneel.io.atomic import atomic_write_bytes
 
-    fig = calibration_figure(knees, pred, levels, stated)
+    fig = calibration_figure(knees, pred, levels, stated, title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
