@@ -257,3 +257,17 @@ def test_calibration_curve_uses_the_stored_multipliers(cohort: dict[str, Path], 
     assert xs.tolist() == sorted(float(k) for k in LEVELS)
     for level, covered in expected.items():
         assert ys[xs.tolist().index(level)] == pytest.approx(covered / 128), level
+
+
+def test_empty_radii_are_counted_and_warned_about(cohort: dict[str, Path], tmp_path: Path) -> None:
+    """A run whose calibration could not be applied leaves uncertainty_mm empty: the section says so."""
+    table = pd.read_csv(cohort["pred"], dtype={"file": str})
+    table.loc[(table["file"] == "scans/img_3.dcm") & (table["side"] == "L"), "uncertainty_mm"] = np.nan  # K7
+    table.to_csv(cohort["pred"], index=False)
+    report = evaluate(cohort["pred"], cohort["gt"], out=cohort["out"], examples=False)
+    row = pd.read_csv(cohort["out"] / "uncertainty.csv").iloc[0]
+    assert row["landmarks_without_radius"] == 16 and row["knees"] == 7
+    assert row["knees_far_off"] == 1 and row["flag_recall"] == 1.0  # K6 alone is far off now, and flagged
+    assert row["observed_coverage"] == pytest.approx((112 - 15) / 112)
+    html = report.html.read_text(encoding="utf-8")
+    assert "uncertainty_mm is empty for 16 of 128 predicted landmarks" in html

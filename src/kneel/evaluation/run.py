@@ -363,6 +363,7 @@ def evaluate(
             uncertainty_table(uncertainty), format_uncertainty(uncertainty), out / "uncertainty", caption=title
         )
         files += [u.plot for u in uncertainty]
+        warnings += [w for w in (u.warning() for u in uncertainty) if w]
     else:  # no stale figures from an earlier run into the same folder
         for suffix in (".csv", ".md", ".tex"):
             (out / "uncertainty").with_suffix(suffix).unlink(missing_ok=True)

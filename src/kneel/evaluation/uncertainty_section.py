@@ -67,13 +67,24 @@ class UncertaintySet:
     report: UncertaintyReport
     stated: StatedCoverage
     plot: Path
+    rows: int = 0
+    """Landmark rows of the prediction table."""
+    missing_radii: int = 0
+    """Rows whose ``uncertainty_mm`` is empty or not a number (their knee is left out of the figures)."""
+
+    def warning(self) -> str | None:
+        """A line for the report's warnings when radii are missing, else None."""
+        if not self.missing_radii:
+            return None
+        return (
+            f"{self.name}: uncertainty_mm is empty for {self.missing_radii} of {self.rows} predicted landmarks; their "
+            "knees are left out of the uncertainty figures."
+        )
 
 
 def has_uncertainty(pred: pd.DataFrame) -> bool:
-    """Whether a prediction table carries the uncertainty columns (with at least one radius)."""
-    if not set(UNCERTAINTY_COLUMNS) <= set(pred.columns):
-        return False
-    return bool(pd.to_numeric(pred["uncertainty_mm"], errors="coerce").notna().any())
+    """Whether a prediction table carries the uncertainty columns (radii may be empty: the section says so)."""
+    return set(UNCERTAINTY_COLUMNS) <= set(pred.columns)
 
 
 def _number(value: object, high: float = math.inf) -> float | None:
@@ -160,11 +171,13 @@ def uncertainty_sets(
     for knees, pred, path, slug in zip(sets, tables, paths, slugs, strict=True):
         if not has_uncertainty(pred):
             continue
-        pred = pred.assign(uncertainty_mm=pd.to_numeric(pred["uncertainty_mm"], errors="coerce"))
+        radius = pd.to_numeric(pred["uncertainty_mm"], errors="coerce")
+        pred = pred.assign(uncertainty_mm=radius)
         stated = stated_coverage(path, pred, coverage, calibration)
         report = uncertainty_report(knees, pred, stated.value)
         plot = plot_calibration(knees, pred, stated.levels, stated.value, out / f"calibration_{slug}.png", knees.name)
-        items.append(UncertaintySet(knees.name, report, stated, plot))
+        missing = int((~np.isfinite(radius.to_numpy(dtype=np.float64))).sum())
+        items.append(UncertaintySet(knees.name, report, stated, plot, len(pred), missing))
     return items
 
 
@@ -176,6 +189,7 @@ def uncertainty_table(items: Sequence[UncertaintySet]) -> pd.DataFrame:
         row["outlier_mm"] = OUTLIER_MM
         row["flag_radius_mm"] = np.nan if item.stated.flag_radius_mm is None else item.stated.flag_radius_mm
         row["coverage_source"] = item.stated.source
+        row["landmarks_without_radius"] = item.missing_radii
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -202,6 +216,7 @@ def format_uncertainty(items: Sequence[UncertaintySet]) -> pd.DataFrame:
         "recall: far-off knees flagged uncertain",
         f"precision: flagged knees ≥ {OUTLIER_MM:g} mm off",
         "p95 of the mean error of knees flagged ok (mm)",
+        "predicted landmarks without a radius",
     ]
     out = pd.DataFrame({"figure": labels})
     for item in items:
@@ -218,6 +233,7 @@ def format_uncertainty(items: Sequence[UncertaintySet]) -> pd.DataFrame:
             _share(r.flag_recall, r.knees_far_off, "no knee far off"),
             _share(r.flag_precision, r.flagged, "no knee flagged"),
             "n/a" if not np.isfinite(r.ok_p95_mean_error_mm) else f"{r.ok_p95_mean_error_mm:.2f}",
+            f"{item.missing_radii} of {item.rows}",
         ]
     return out
 
