@@ -135,3 +135,10 @@ def test_tiny_and_elongated_films_keep_their_shape(tmp_path: Path) -> None:
             max(1, round(shape[1] * min(1, 1024 / max(shape)))),
         )
         assert picture.shape[:2] == expected
+
+
+def test_uncertain_knee_without_a_radius_gets_no_circle_and_no_circle_legend(tmp_path: Path) -> None:
+    """A calibration whose signals were not recorded leaves uncertainty_mm NaN: flagged, but nothing to circle."""
+    knee = _knee(KneeSide.L, 1700.0, np.full(16, np.nan), 0.9, 5.0)
+    assert knee.quality == "uncertain"
+    assert not _magenta(_write(tmp_path, _film({KneeSide.L: knee}, "d.dcm"))).any()

@@ -38,8 +38,12 @@ def radius_axes_px(knee: KneePrediction, scale: float) -> np.ndarray:
     return np.where(np.isfinite(axes) & (axes >= 0), axes, np.nan)
 
 
+def _has_radius(knee: KneePrediction) -> bool:
+    return bool(np.isfinite(np.asarray(knee.uncertainty_mm, dtype=np.float64)).any())
+
+
 def _circled(knee: KneePrediction) -> bool:
-    return knee.quality == "uncertain" and knee.uncertainty_coverage is not None
+    return knee.quality == "uncertain" and knee.uncertainty_coverage is not None and _has_radius(knee)
 
 
 def _to_overlay(points_px: np.ndarray, scale: float) -> np.ndarray:
@@ -65,6 +69,7 @@ def _draw_knee(canvas: np.ndarray, knee: KneePrediction, scale: float) -> None:
     if np.isfinite(cx) and np.isfinite(cy):
         cv2.drawMarker(canvas, (int(round(cx)), int(round(cy))), _CENTRE_COLOUR, cv2.MARKER_CROSS, 12, 1)
         label = knee.side.value + ("" if knee.quality == "ok" else " uncertain")
+        label += "" if _has_radius(knee) else " (no radius)"
         cv2.putText(canvas, label, (int(cx) + 8, int(cy) - 8), _FONT, 0.6, colour, 2, cv2.LINE_AA)
 
 
@@ -72,7 +77,7 @@ def _legend_lines(prediction: RadiographPrediction) -> list[tuple[str, tuple[int
     """(marker, colour, text) per legend line: ``dot`` or ``ring``."""
     knees = list(prediction)
     flag = next((k.flag_radius_mm for k in knees if k.flag_radius_mm is not None), None)
-    rule = f"a radius > {flag:g} mm" if flag is not None else "fold spread too large (not calibrated)"
+    rule = f"a radius > {flag:g} mm or none" if flag is not None else "fold spread too large (not calibrated)"
     lines = [("dot", OK_COLOUR, "ok knee"), ("dot", UNCERTAIN_COLOUR, f"uncertain knee: {rule}")]
     circled = [k for k in knees if _circled(k)]
     if circled:
