@@ -127,3 +127,28 @@ def test_presence_rule_on_synthetic_single_knee_films(tmp_path):
         jobs = prepared.lc_jobs
         present = {job.plan.side.value: job.evidence.content >= rule.min_content_fraction for job in jobs}
         assert present == {s: s in set(rows["side"]) for s in ("R", "L")}, (file, [j.evidence for j in jobs])
+
+
+def test_a_calibration_fitted_with_mirror_tta_turns_it_on(model_dir, films, tmp_path):
+    """A calibration that uses the ``flip`` signal is only valid on mirror-averaged predictions: the predictor turns
+    mirror TTA on by itself (finite radii), and refuses the calibration under the reference geometry (no TTA)."""
+    import shutil
+
+    from kneel.inference.calibration import fit_calibration
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    rng = np.random.default_rng(0)
+    signals = {name: rng.uniform(0.2, 3.0, size=(40, 16)) for name in ("spread", "refine_shift", "flip")}
+    fit_calibration(signals, rng.uniform(0.1, 4.0, size=(40, 16))).save(model)
+
+    predictor = Predictor(model, knees="both", refine=True, force=True)
+    assert predictor.uses_flip_tta and predictor.calibration is not None and predictor.settings["flip_tta"]
+    knee = next(iter(predictor.predict(films["bilateral"]).knees.values()))
+    assert np.all(np.isfinite(knee.uncertainty_mm)) and np.all(np.isfinite(knee.signals["flip"]))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reference = Predictor(model, knees="both", refine=True, force=True, reference_geometry=True)
+    assert reference.calibration is None and not reference.uses_flip_tta
+    assert any("mirror test-time augmentation" in str(w.message) for w in caught)

@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for the calibration run's predictions (default MODEL/calibration_predictions)",
     )
     parser.add_argument("--spacing", type=float, metavar="MM", help="pixel spacing of images without one (PNG)")
+    parser.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="predict each ROI mirrored too and use the mirror distance as a signal (then always on in predictions)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         flag_radius_mm=args.flag_radius,
         spacing=args.spacing,
         progress=not args.no_progress,
+        flip_tta=args.flip_tta,
     )
     cal = result.calibration
     diag = cal.diagnostics

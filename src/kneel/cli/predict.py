@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="re-centre each ROI on the predicted tibial landmark 4 and predict again (default on)",
     )
+    parser.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="also predict each ROI mirrored and average (mirror test-time augmentation); on by itself when the "
+        "model's calibration.json was fitted with it",
+    )
     parser.add_argument("--device", default="cpu", help="where the networks run: cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--batch-size",
@@ -115,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         force=args.force,
         lc_model=args.lc_model,
+        flip_tta=args.flip_tta,
     )
     ignored = f", {summary.ignored} other files skipped" if summary.ignored else ""
     print(

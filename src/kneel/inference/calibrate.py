@@ -63,6 +63,7 @@ def calibrate_model(
     workers: int | None = 0,
     progress: bool = True,
     write: bool = True,
+    flip_tta: bool = False,
 ) -> CalibrationRun:
     """Predict ``images`` with ``model_dir``, compare with ``ground_truth`` and store the fitted calibration.
 
@@ -77,13 +78,17 @@ def calibrate_model(
         workers: DataLoader workers of the prediction run.
         progress: progress bars.
         write: write ``calibration.json`` (False: only return it).
+        flip_tta: predict with mirror test-time augmentation and calibrate with its ``flip`` signal too; predictions
+            with this calibration then always use it (``kneel predict`` turns it on).
     """
     from kneel.evaluation.matching import match_predictions, read_ground_truth, read_table
     from kneel.inference.engine import predict_files
 
     model_dir = Path(model_dir)
     pred_dir = Path(out) if out is not None else model_dir / "calibration_predictions"
-    predict_files(list(images), model_dir, pred_dir, workers=workers, progress=progress, spacing=spacing)
+    predict_files(
+        list(images), model_dir, pred_dir, workers=workers, progress=progress, spacing=spacing, flip_tta=flip_tta
+    )
     table = pred_dir / "landmarks.csv"
     if not table.is_file():
         raise CalibrationError("the calibration run predicted no knee", pred_dir)

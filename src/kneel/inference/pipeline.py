@@ -397,7 +397,6 @@ class Predictor:
         self.refine = bool(refine)
         self.batch_size = max(1, int(batch_size))
         self.model_dir = model_dir
-        self.calibration = self._find_calibration(model_dir)
         self.preparer = Preparer(
             self.lc_geometry,
             self.hc_geometry,
@@ -407,6 +406,7 @@ class Predictor:
             spacing=spacing,
             force=force,
         )
+        self.calibration = self._find_calibration(model_dir)
 
     def _find_calibration(self, model_dir: str | None) -> Calibration | None:
         """The model's uncertainty calibration, if it has one that applies to these settings."""
@@ -418,6 +418,16 @@ class Predictor:
                 stacklevel=3,
             )
             return None
+        if calibration is not None and "flip" in calibration.signals and not self.uses_flip_tta:
+            if self.reference_geometry:
+                warnings.warn(
+                    "the model's uncertainty calibration needs mirror test-time augmentation, which the reference "
+                    "geometry does not do; uncertainty_mm is the fold spread (uncalibrated)",
+                    stacklevel=3,
+                )
+                return None
+            # The radius is only calibrated for the predictions it was fitted on: mirror-averaged ones.
+            self.flip_tta = True
         return calibration
 
     def _knee_uncertainty(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None, float | None]:
