@@ -64,6 +64,14 @@ class TestKneelTinyHc(ModelTester):
     preset = "kneel_tiny_hc"
 
 
+class TestKneelSmallLc(ModelTester):
+    preset = "kneel_small_lc"
+
+
+class TestKneelSmallHc(ModelTester):
+    preset = "kneel_small_hc"
+
+
 def test_every_preset_has_a_tester() -> None:
     tested = {cls.preset for cls in ModelTester.__subclasses__()}
     assert tested == set(list_presets())

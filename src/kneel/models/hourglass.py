@@ -312,3 +312,21 @@ _preset(
     pad=148,
     base_width=8,
 )
+# Mid-size for CPU training towards sub-millimetre synthetic precision (docs/training.md, "Accuracy versus training
+# time"): width 16 at 192x192 (0.70 mm/px for hc, 2.34 mm/px for lc), same field of view; pad 222 keeps 520/450.
+_preset(
+    "kneel_small_lc",
+    "small low-cost model (width 16, 192 px input) for CPU training",
+    stage="lc",
+    input_size=192,
+    pad=222,
+    base_width=16,
+)
+_preset(
+    "kneel_small_hc",
+    "small high-cost model (width 16, 192 px input) for CPU training",
+    stage="hc",
+    input_size=192,
+    pad=222,
+    base_width=16,
+)
