@@ -135,9 +135,17 @@ def _films(cohort: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"file": str})
 
 
+def _film_names(cohort: Path) -> list[str]:
+    """The films ``cohort/films.csv`` lists (none for an empty cohort, whose table has no header either)."""
+    try:
+        return [str(name) for name in _films(cohort)["file"]]
+    except pd.errors.EmptyDataError:
+        return []
+
+
 def films_missing(cohort: Path) -> bool:
     """Whether any film that ``cohort/films.csv`` lists is absent (e.g. removed by :func:`drop_films`)."""
-    return any(not (cohort / name).is_file() for name in _films(cohort)["file"])
+    return any(not (cohort / name).is_file() for name in _film_names(cohort))
 
 
 def drop_films(cohort: Path) -> int:
@@ -147,7 +155,7 @@ def drop_films(cohort: Path) -> int:
     reads them; they are a pure function of the cohort's seed, so a step that needs them again re-renders them.
     """
     freed = 0
-    for name in _films(cohort)["file"]:
+    for name in _film_names(cohort):
         film = cohort / name
         if film.is_file() and film.resolve().is_relative_to(cohort.resolve()):
             freed += film.stat().st_size

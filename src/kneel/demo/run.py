@@ -195,6 +195,8 @@ def run_demo(
         from kneel.inference.calibration import CALIBRATION_FILE, CalibrationError
 
         (paths.model / CALIBRATION_FILE).unlink(missing_ok=True)  # a stale one would change the calibration run
+        if settings.calibration_images == 0:
+            return {"calibrated": False, "reason": "no calibration films (calibration_images 0)"}
         films_present("test", settings.calibration_images, settings.seed + 2, paths.calibration_cohort)
         try:
             run = mod.calibrate_model(
