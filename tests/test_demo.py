@@ -15,7 +15,7 @@ MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 @pytest.mark.skipif(bool(MISSING), reason=f"demo dependency missing: {', '.join(MISSING)}")
 def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     from kneel.demo import DemoSettings, run_demo
@@ -61,6 +61,17 @@ def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     assert "re-rendering the train films" in log2.getvalue()
     assert not next(s for s in second.steps if s["step"] == "prepare")["reused"]
     assert (tmp_path / "demo" / "data" / "hc" / "metadata.csv").read_bytes() == prepared
+
+    # an interrupted high-cost training (its outputs gone, the folds' last.pt kept) resumes instead of starting over
+    hc = tmp_path / "demo" / "model" / "hc"
+    metrics = {f: (hc / f / "metrics.csv").read_bytes() for f in ("fold_0", "fold_1")}
+    (hc / "oof_predictions.csv").unlink()
+    log_resume = io.StringIO()
+    resumed = run_demo(tmp_path / "demo", settings, progress=False, stream=log_resume)
+    assert "resuming the hc folds" in log_resume.getvalue()
+    assert not next(s for s in resumed.steps if s["step"] == "train_hc")["reused"]
+    assert {f: (hc / f / "metrics.csv").read_bytes() for f in metrics} == metrics  # no epoch trained again
+    second = resumed
 
     # third run: every step but the report is reused, with the same numbers
     log3 = io.StringIO()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from kneel.demo.pipeline import (
     set_threads,
 )
 from kneel.demo.steps import StepRunner
+from kneel.io.atomic import atomic_write_text
 
 __all__ = ["DemoResult", "run_demo", "GEOMETRIES"]
 
@@ -132,10 +135,24 @@ def run_demo(
     )
     drop(paths.train_cohort)  # everything later reads the prepared data and the cohort's tables only
 
-    def train(stage: str) -> dict[str, Any]:
+    def train(stage: str, params: dict[str, Any]) -> dict[str, Any]:
         mod = require("kneel.training", f"train {stage}")
         config = find_config(settings.lc_config if stage == "lc" else settings.hc_config)
         epochs = settings.lc_epochs if stage == "lc" else settings.hc_epochs
+        stage_dir = paths.model / stage
+        # Long runs (larger presets) must survive an interruption: the folds' last.pt continue (kneel train --resume)
+        # when they were made by this very step (same settings, same upstream runs); anything else starts afresh.
+        upstream = ["prepare"] + (["train_lc"] if stage == "hc" else [])
+        key = json.dumps({"params": params, "upstream": [runner.results[u].run_id for u in upstream]}, sort_keys=True)
+        marker = stage_dir / ".demo_step"
+        same_step = marker.is_file() and marker.read_text(encoding="utf-8") == key
+        resume = same_step and any(stage_dir.glob("fold_*/last.pt"))
+        if not resume and stage_dir.exists():
+            shutil.rmtree(stage_dir)
+        if resume:
+            runner._say(f"resuming the {stage} folds from their last finished epoch")
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, key)
         result = mod.train(
             config,
             paths.data,
@@ -150,6 +167,7 @@ def run_demo(
             init_from=paths.model / "lc" if stage == "hc" else None,
             device="cpu",
             progress=progress,
+            resume=resume,
         )
         if result.oof_predictions is None:
             raise DemoError(f"training the {stage} stage wrote no out-of-fold predictions", result.stage_dir)
@@ -169,12 +187,11 @@ def run_demo(
         }
         runner.run(
             f"train_{stage}",
-            f"train the tiny {stage.upper()} model ({settings.folds} folds"
+            f"train the {stage.upper()} model ({cfg}, {settings.folds} folds"
             + (", initialised from LC)" if stage == "hc" else ")"),
             params,
-            lambda s=stage: train(s),
+            lambda s=stage, p=params: train(s, p),
             outputs=[paths.model / stage / "oof_predictions.csv"],
-            clear=[paths.model / stage],
             after=["prepare"] + (["train_lc"] if stage == "hc" else []),
         )
 
