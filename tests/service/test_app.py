@@ -82,6 +82,8 @@ def test_bad_requests_get_clear_4xx(server, payload, status, words):
 def test_unusable_dicoms_get_422(server, dicoms, tmp_path):
     response = httpx.post(f"{server}/v1/predict", json={"dicom": _b64(dicoms["no_spacing"])}, timeout=30)
     assert response.status_code == 422 and "spacing" in response.json()["detail"].lower()
+    # the service takes no spacing override: the message must not tell an HTTP client to pass a flag or argument
+    assert "pass" not in response.json()["detail"] and "--spacing" not in response.json()["detail"]
     truncated = dicoms["bilateral"].read_bytes()[:5000]
     response = httpx.post(f"{server}/v1/predict", json={"dicom": base64.b64encode(truncated).decode()}, timeout=30)
     assert response.status_code == 422, response.text

@@ -243,3 +243,23 @@ def test_optional_switches_train(
     if "swa=true" in switches:
         assert state["swa"]["n_averaged"] > 1
         assert "latent_alpha" in state["criterion"]  # the robust loss's parameters are trained and resumable
+
+
+def test_skipped_validations_change_nothing_but_the_validated_epochs(
+    prepared_data: Path, tmp_path: Path, tiny_lc: Path, fast: list[str]
+) -> None:
+    """``val_from``: epochs before it (except the first) are not validated; training and the validated epochs' numbers
+    are those of a run that validated every epoch (validation draws no random numbers)."""
+    every = train(tiny_lc, prepared_data, tmp_path / "a", overrides=[*fast, "epochs=4"], folds=[0], progress=False)
+    late = train(
+        tiny_lc, prepared_data, tmp_path / "b", overrides=[*fast, "epochs=4", "val_from=3"], folds=[0], progress=False
+    )
+    a, b = every.folds[0].history, late.folds[0].history
+    validated = [i for i, row in enumerate(b) if np.isfinite(row.get("val_mean_mm", np.nan))]
+    assert validated == [0, 2, 3]  # the first, then from epoch 3 (1-based) on
+    for i in range(4):
+        assert a[i]["train_loss"] == b[i]["train_loss"]
+        if i in validated:
+            assert a[i]["val_mean_mm"] == b[i]["val_mean_mm"]
+    with pytest.raises(ConfigError, match="val_from"):
+        train(tiny_lc, prepared_data, tmp_path / "c", overrides=[*fast, "val_from=0"], progress=False)

@@ -163,6 +163,7 @@ def run_demo(
                 f"folds={settings.folds}",
                 "num_threads=0",
                 f"fold_processes={settings.fold_processes}",
+                f"val_from={settings.lc_val_from if stage == 'lc' else settings.hc_val_from}",
             ],
             init_from=paths.model / "lc" if stage == "hc" else None,
             device="cpu",
@@ -184,6 +185,7 @@ def run_demo(
             "config_text": find_config(cfg).read_text(encoding="utf-8"),
             "folds": settings.folds,
             "epochs": settings.lc_epochs if stage == "lc" else settings.hc_epochs,
+            "val_from": settings.lc_val_from if stage == "lc" else settings.hc_val_from,
         }
         runner.run(
             f"train_{stage}",

@@ -764,6 +764,11 @@ def _override_hint() -> str:
     return f"pass {option('spacing', 'MM')} (mm per pixel) to override"
 
 
+def without_override_hint(reason: str) -> str:
+    """A spacing error's reason without the advice to pass a spacing (for interfaces that take none: HTTP)."""
+    return reason.replace(f"; {_override_hint()}", "")
+
+
 def _dicom_spacing(ds: Any, path: Path) -> tuple[tuple[float, float], str]:
     """Spacing from ImagerPixelSpacing, then PixelSpacing; typed error naming the tag when unusable."""
     errors: list[SpacingError] = []

@@ -45,6 +45,7 @@ from kneel import __version__
 from kneel.inference.pipeline import Predictor, Preparer
 from kneel.inference.presence import KneesMode
 from kneel.io.errors import NotDicomError, RadiographError
+from kneel.io.radiograph import without_override_hint
 from kneel.service.defaults import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUE, DEFAULT_MAX_REQUEST_BYTES
 from kneel.service.guards import (
     ERROR_RESPONSES,
@@ -189,7 +190,8 @@ class _Service:
             except NotDicomError as exc:
                 raise HTTPException(415, exc.reason) from None
             except RadiographError as exc:
-                raise HTTPException(422, f"unusable DICOM: {exc.reason}") from None
+                # The service reads the spacing from the file only: no advice to pass a flag it does not have.
+                raise HTTPException(422, f"unusable DICOM: {without_override_hint(exc.reason)}") from None
             with self.lock:
                 return self.predictor.predict_prepared([prepared])[0]
         finally:

@@ -367,8 +367,11 @@ def _errors_mm(dataset: Any, pred_norm: np.ndarray, indices: Sequence[int]) -> t
 
 
 def _validates(config: TrainConfig, epoch: int) -> bool:
-    """Whether epoch ``epoch`` (0-based) is validated: the first, every ``val_every``-th and the last."""
-    return epoch == 0 or epoch + 1 == config.epochs or (epoch + 1) % config.val_every == 0
+    """Whether epoch ``epoch`` (0-based) is validated: the first, the last, and from epoch ``val_from`` (1-based) on
+    every ``val_every``-th."""
+    if epoch == 0 or epoch + 1 == config.epochs:
+        return True
+    return epoch + 1 >= config.val_from and (epoch + 1) % config.val_every == 0
 
 
 def _metrics(errors: np.ndarray) -> dict[str, float]:
