@@ -21,15 +21,15 @@ import argparse
 import base64
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from kneel.service.process import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,35 +71,11 @@ def make_film(root: Path, quick: bool) -> Path:
     return write_dicom(root / "film.dcm", knee_film(shape, spacing, knees), spacing)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     """A ``kneel serve`` subprocess; ``peak_rss_mb`` reads (and ``reset_peak`` resets) its peak resident memory."""
 
     def __init__(self, model: Path, log: Path, *extra: str) -> None:
-        import httpx
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "kneel", "serve", "--model", str(model), "--port", str(self.port), "--force",
-               "--log-level", "warning", *extra]  # fmt: skip
-        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        self.proc, self.url = start_server(model, log, "--force", *extra, timeout_s=180)
 
     def _status(self, key: str) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -121,12 +97,7 @@ class Server:
         return self._status("VmRSS")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+        stop_server(self.proc, timeout_s=30)
 
 
 def _client(url: str, body: bytes, requests: int, out: list[dict[str, Any]], lock: threading.Lock) -> None:

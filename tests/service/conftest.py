@@ -6,13 +6,9 @@ models in ``test_presence.py``).
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
@@ -20,14 +16,9 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "inference"))
 from inference_helpers import knee_film, make_model_dir, write_dicom  # noqa: E402
 
 from kneel.landmarks import KneeSide  # noqa: E402
+from kneel.service.process import start_server, stop_server  # noqa: E402
 
 MAX_REQUEST_MB = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -37,29 +28,9 @@ def service_model(tmp_path_factory) -> Path:
 
 def _serve(model: Path, log: Path, *extra: str, max_mb: float = MAX_REQUEST_MB):
     """Start ``kneel serve`` on a free port; yield its base URL; stop it afterwards."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "kneel", "serve", "--model", str(model), "--port", str(port),
-           "--max-request-mb", str(max_mb), "--log-level", "warning", *extra]  # fmt: skip
-    with open(log, "wb") as handle:
-        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+    proc, url = start_server(model, log, "--max-request-mb", str(max_mb), *extra)
     yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")
