@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("kneel.cli.calibrate", "fit a model's uncertainty radius (stated coverage) on annotated films"),
     "measure": ("kneel.cli.measure", "joint-space widths, plateau/condyle widths and joint-line angles per knee"),
     "crop": ("kneel.cli.crop", "standard knee ROIs (16-bit PNG/npz) with exact affine transforms for graders"),
+    "review": ("kneel.cli.review", "check and correct landmarks in the browser; export them as ground truth"),
     "serve": ("kneel.cli.serve", "HTTP service for landmark prediction"),
     "convert-snapshot": ("kneel.cli.convert_snapshot", "convert reference KNEEL snapshots to kneel's model format"),
     "export-onnx": ("kneel.cli.export_onnx", "export a model to ONNX (soft-argmax inside, dynamic batch)"),
