@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "crop": ("kneel.cli.crop", "standard knee ROIs (16-bit PNG/npz) with exact affine transforms for graders"),
     "review": ("kneel.cli.review", "check and correct landmarks in the browser; export them as ground truth"),
     "serve": ("kneel.cli.serve", "HTTP service for landmark prediction"),
+    "models": ("kneel.cli.models", "fetch the published models by name (kneel-2019) into the cache; list them"),
     "convert-snapshot": ("kneel.cli.convert_snapshot", "convert reference KNEEL snapshots to kneel's model format"),
     "export-onnx": ("kneel.cli.export_onnx", "export a model to ONNX (soft-argmax inside, dynamic batch)"),
     "demo": ("kneel.cli.demo", "synthetic cohort -> prepare -> train -> predict -> evaluate -> report.html"),

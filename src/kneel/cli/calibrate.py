@@ -7,7 +7,12 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="annotated radiographs (files, folders, globs)")
-    parser.add_argument("--model", required=True, metavar="MODEL", help="model folder (calibration.json goes there)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="model folder (calibration.json goes there), or a fetched published model's name (kneel-2019)",
+    )
     parser.add_argument(
         "--gt", required=True, metavar="CSV", help="ground truth of IMAGES: landmark table, VIA or bf_landmarks CSV"
     )

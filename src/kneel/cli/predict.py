@@ -21,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="DICOM files, folders (recursive), globs, .txt lists"
     )
-    parser.add_argument("--model", required=True, help="model directory MODEL/{lc,hc}/fold_<k>/")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model directory MODEL/{lc,hc}/fold_<k>/, or a fetched published model's name (kneel-2019: kneel models "
+        "fetch kneel-2019)",
+    )
     parser.add_argument(
         "--lc-model",
         metavar="DIR",
@@ -101,11 +106,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kneel.hub import resolve_model, terms_notice
     from kneel.inference.engine import predict_files
 
+    model = resolve_model(args.model)
+    notice = terms_notice(model)  # a fetched published model: its terms and citation, once per run
+    if notice:
+        print(notice, file=sys.stderr)
     summary = predict_files(
         args.inputs,
-        args.model,
+        str(model),
         args.out,
         knees=args.knees,
         refine=args.refine,

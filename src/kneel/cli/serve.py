@@ -8,7 +8,12 @@ from kneel.service.defaults import DEFAULT_MAX_ACTIVE, DEFAULT_MAX_QUEUE, DEFAUL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model directory MODEL/{lc,hc}/fold_<k>/")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model directory MODEL/{lc,hc}/fold_<k>/, or a fetched published model's name (kneel-2019: kneel models "
+        "fetch kneel-2019)",
+    )
     parser.add_argument(
         "--lc-model",
         metavar="DIR",
@@ -65,10 +70,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from kneel.hub import resolve_model, terms_notice
     from kneel.service import serve
 
+    model = resolve_model(args.model)
+    notice = terms_notice(model)  # a fetched published model: its terms and citation
+    if notice:
+        print(notice, file=sys.stderr)
     serve(
-        args.model,
+        model,
         args.host,
         args.port,
         device=args.device,

@@ -68,7 +68,8 @@ def calibrate_model(
     """Predict ``images`` with ``model_dir``, compare with ``ground_truth`` and store the fitted calibration.
 
     Args:
-        model_dir: the model folder (``MODEL/{lc,hc}``); ``calibration.json`` is written there.
+        model_dir: the model folder (``MODEL/{lc,hc}``) or a fetched model's name (``kneel-2019``);
+            ``calibration.json`` is written there.
         images: radiographs (files, folders, globs) with ground truth, none of them used in training.
         ground_truth: landmark table ``file,side,landmark,x_px,y_px`` (or VIA / bf_landmarks, as ``kneel evaluate``).
         out: folder for the predictions (default ``MODEL/calibration_predictions``); resumable.
@@ -82,9 +83,10 @@ def calibrate_model(
             with this calibration then always use it (``kneel predict`` turns it on).
     """
     from kneel.evaluation.matching import match_predictions, read_ground_truth, read_table
+    from kneel.hub import resolve_model
     from kneel.inference.engine import predict_files
 
-    model_dir = Path(model_dir)
+    model_dir = resolve_model(model_dir)  # a path, or a fetched model's name (kneel-2019)
     pred_dir = Path(out) if out is not None else model_dir / "calibration_predictions"
     predict_files(
         list(images), model_dir, pred_dir, workers=workers, progress=progress, spacing=spacing, flip_tta=flip_tta

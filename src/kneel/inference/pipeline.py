@@ -313,7 +313,8 @@ class Predictor:
     """Landmarks for whole radiographs from a model directory ``MODEL/{lc,hc}/fold_<k>/``.
 
     Args:
-        model_dir: the project's model directory.
+        model_dir: the project's model directory, or the name of a fetched published model (``"kneel-2019"``,
+            see ``kneel models fetch``).
         lc_model: where the low-cost stage is when ``model_dir`` holds only the high-cost one (a training run of an
             experiment grid): a model folder with ``lc/``, or that ``lc/`` folder itself.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -352,10 +353,11 @@ class Predictor:
         flip_tta: bool = False,
         lc_model: str | os.PathLike[str] | None = None,
     ) -> None:
+        from kneel.hub import resolve_model
         from kneel.models import load_stage
 
-        root = Path(model_dir)
-        lc_dir = _lc_stage_dir(root, lc_model)
+        root = resolve_model(model_dir)  # a path, or a fetched model's name (kneel-2019)
+        lc_dir = _lc_stage_dir(root, None if lc_model is None else resolve_model(lc_model))
         if not (root / "hc").is_dir():
             raise ModelError("no hc/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/)", root)
         lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
