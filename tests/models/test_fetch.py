@@ -57,9 +57,10 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _nothing_installed(cache: Path) -> None:
+    """No model folder, and no staging folder left behind."""
     models = cache / "models"
     assert not (models / "kneel-2019").exists()
-    assert not list(models.glob(".kneel-2019.partial-*")) if models.exists() else True
+    assert not models.exists() or not list(models.glob(".kneel-2019.partial-*"))
 
 
 def _err_line(capsys: pytest.CaptureFixture) -> str:
@@ -79,6 +80,8 @@ def test_missing_model_names_the_fetch_command(cache, film, tmp_path, capsys) ->
     gt = tmp_path / "gt.csv"
     gt.write_text("file,side,landmark,x_px,y_px\n")
     assert kneel_main(["calibrate", str(film), "--model", "kneel-2019", "--gt", str(gt)]) == 1
+    assert "kneel models fetch kneel-2019" in _err_line(capsys)
+    assert kneel_main(["serve", "--model", "kneel-2019", "--port", "1"]) == 1  # refused before anything starts
     assert "kneel models fetch kneel-2019" in _err_line(capsys)
     assert not (tmp_path / "p").exists()
 
