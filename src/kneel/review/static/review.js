@@ -194,7 +194,8 @@
       const box = el("rect", { x: a[0], y: a[1], width: b[0] - a[0], height: b[1] - a[1],
         class: "knee-box " + quality + (side === state.side ? " selected" : "") }, svg);
       box.addEventListener("click", () => { state.side = side; state.centre = null; renderFilm(); renderKnee(true); });
-      const label = el("text", { x: a[0], y: a[1] - 4, class: "label" }, svg);
+      const label = el("text", { x: a[0], y: a[1] - view.width / 150, class: "label",
+        style: "font-size: " + view.width / 35 + "px" }, svg);
       label.textContent = side + " " + state.knees[side].status;
     }
   }
@@ -260,10 +261,10 @@
       const line = indices.map((k) => view(knee.points[k]).join(",")).join(" ");
       el("polyline", { points: line, class: "contour " + bone }, overlay);
     }
-    if ($("show-uncertainty").checked && detail.uncertainty_mm) {
-      detail.uncertainty_mm.forEach((r, k) => {
+    if ($("show-uncertainty").checked && detail.uncertainty_mm && knee.predicted) {
+      detail.uncertainty_mm.forEach((r, k) => {  // the radius is about the predicted point
         if (r == null) return;
-        const v = view(knee.points[k]);
+        const v = view(knee.predicted[k]);
         el("circle", { cx: v[0], cy: v[1], r: r / mm, class: "radius" }, overlay);
       });
     }
@@ -274,21 +275,21 @@
         Math.abs(p[1] - knee.predicted[k][1]) > 1e-6);
       const dot = el("circle", { cx: v[0], cy: v[1], r: 5, class: "landmark " + bone + (moved ? " moved" : ""),
         "data-landmark": k }, overlay);
-      dot.addEventListener("pointerdown", (event) => startDrag(event, k, dot));
+      dot.addEventListener("pointerdown", (event) => startDrag(event, k));
       const label = el("text", { x: v[0] + 7, y: v[1] - 7, class: "label" }, overlay);
       label.textContent = (k < 9 ? "T" : "F") + k;
     });
   }
 
   /* ------------------------------------------------------------------ dragging */
-  function startDrag(event, k, dot) {
+  function startDrag(event, k) {
     event.preventDefault();
     const svg = $("knee-svg");
     const knee = state.knees[state.side];
     const before = knee.points.map((p) => p.slice());
     const rows = state.film.shape[0];
     const cols = state.film.shape[1];
-    dot.setPointerCapture(event.pointerId);
+    // Listen on the window: the overlay (this dot included) is redrawn while dragging.
     const move = (e) => {
       const uv = G.clientToView(svg, e.clientX, e.clientY);
       const xy = G.toImage(kneeView, uv[0], uv[1]);
@@ -296,14 +297,14 @@
       renderKnee(false);
     };
     const up = (e) => {
-      dot.removeEventListener("pointermove", move);
-      dot.removeEventListener("pointerup", up);
+      window.removeEventListener("pointermove", move);
+      window.removeEventListener("pointerup", up);
       move(e);
       const changed = knee.points[k][0] !== before[k][0] || knee.points[k][1] !== before[k][1];
       if (changed) save(state.side, "corrected", knee.points, before, knee.status);
     };
-    dot.addEventListener("pointermove", move);
-    dot.addEventListener("pointerup", up);
+    window.addEventListener("pointermove", move);
+    window.addEventListener("pointerup", up);
   }
 
   /* ------------------------------------------------------------------ saving */
