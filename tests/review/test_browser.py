@@ -125,6 +125,15 @@ def test_keyboard_accept_flag_undo_and_screenshot(page, tmp_path):
     page.wait_for_function("document.getElementById('knee-status').textContent.startsWith('unreviewed')")
     assert saved(url, film_id, "L")["review"]["status"] == "unreviewed"
     assert page.inner_text("#progress-text") == "1 / 4 knees reviewed"
+    page.keyboard.press("x")  # the left knee is absent
+    page.wait_for_function("document.getElementById('knee-status').textContent.startsWith('absent')")
+    assert saved(url, film_id, "L")["review"]["landmarks_px"] is None
+    assert page.inner_text("#progress-text") == "2 / 4 knees reviewed"
+    page.select_option("#filter", "failed")
+    assert page.eval_on_selector_all("#films li .name", "names => names.map(n => n.textContent)") == ["9999999.dcm"]
+    page.select_option("#filter", "no_knee")  # absent knees count as no knee
+    assert page.eval_on_selector_all("#films li", "items => items.map(i => i.dataset.id)") == [film_id]
+    page.select_option("#filter", "all")
     page.keyboard.press("j")  # next film
     page.wait_for_function(f"document.querySelector('#films li.current').dataset.id !== {film_id!r}")
     page.keyboard.press("k")

@@ -16,7 +16,8 @@ Routes (all JSON errors are ``{"detail": ...}``):
 * ``PUT /api/films/{id}/knees/{side}`` ``{"base_version": V, "status": S, "landmarks_px": [[x, y] x 16] | null}``:
   save the knee (:meth:`~kneel.review.store.CorrectionStore.save`); 200 with the saved review, 409 when ``V`` is not
   the knee's version any more (another tab saved it; the body holds the current review), 422 for an unknown status,
-  a point off the image, NaN or a wrong number of landmarks, 404 for an unknown film or side.
+  a point off the image, NaN or a wrong number of landmarks, 404 for an unknown film or side, 507 when the folder
+  cannot be written (read-only, disk full: the previous file is kept).
 
 Only images of the prediction folder's films are read (looked up by id; no path comes from a client). When bound to
 a loopback address, requests must name a loopback host (no DNS rebinding from web pages).
@@ -36,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from kneel.errors import OutputError
 from kneel.io.errors import RadiographError
 from kneel.review.folder import SIDES, Film, ReviewFolder
 from kneel.review.render import RadiographCache, encode_png, film_view, knee_view, render_view
@@ -170,6 +172,8 @@ def create_app(folder: ReviewFolder, *, loopback: bool = True) -> FastAPI:
             return _no_store({"detail": str(exc), "current": None if current is None else current.to_dict()}, 409)
         except CorrectionError as exc:
             raise HTTPException(422, exc.reason) from None
+        except OutputError as exc:  # read-only folder, disk full: say so; the previous file is intact
+            raise HTTPException(507, f"not saved: {exc}") from None
         progress = folder.film_list()["progress"]
         return _no_store({"review": review.to_dict(), "version": review.version, "progress": progress})
 
