@@ -82,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reference-geometry",
         action="store_true",
-        help="map outputs back like the reference (inexact; to compare with old results)",
+        help="reproduce the original KNEEL pipeline (its inputs and its inexact output mapping; to compare with its "
+        "results)",
     )
     parser.add_argument(
         "--spacing",

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-centre each ROI on the predicted tibial landmark 4 and predict again",
     )
     parser.add_argument(
-        "--reference-geometry", action="store_true", help="map outputs back like the reference (inexact; off)"
+        "--reference-geometry", action="store_true", help="reproduce the original KNEEL pipeline (inexact; off)"
     )
     parser.add_argument(
         "--force",

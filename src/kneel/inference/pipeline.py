@@ -57,9 +57,13 @@ from kneel.inference.presence import (
 from kneel.inference.presence_limits import model_limits
 from kneel.inference.reference_geometry import (
     reference_hc_decode,
+    reference_hc_input,
     reference_hc_transform,
     reference_lc_decode,
+    reference_lc_input,
     reference_lc_transform,
+    reference_resize,
+    reference_resized_size,
 )
 from kneel.inference.results import KneePrediction, RadiographPrediction
 from kneel.landmarks import CENTRE_LANDMARK, KneeSide
@@ -174,14 +178,19 @@ class Preparer:
                                 meta.sop_instance_uid)  # fmt: skip
         width_mm = w * spacing[1]
         film, plans, notes = plan_knees(width_mm, self.knees, meta.laterality, self.presence, force=self.force)
+        resized = None
+        if self.reference_geometry and plans:  # the reference resizes the whole film once (reference §7.2 step 2)
+            resized = reference_resize(image, reference_resized_size((h, w), spacing, self.lc.spacing_mm))
         jobs = []
         for plan in plans:
             t = self.lc_transform((h, w), spacing, plan.half)
             x0, wh = half_extent(w, plan.half)
             evidence = KneeEvidence(content=content_fraction(image, x0, x0 + wh, self.presence.content_level))
-            net = warp_window(image, t, (self.lc.crop, self.lc.crop))
-            sq = (spacing[0], spacing[0]) if self.reference_geometry else spacing
-            mask_outside(net, lc_input_box((h, w), sq, plan.half, self.lc))
+            if resized is not None:
+                net = reference_lc_input(resized, plan.half, self.lc)
+            else:
+                net = warp_window(image, t, (self.lc.crop, self.lc.crop))
+                mask_outside(net, lc_input_box((h, w), spacing, plan.half, self.lc))
             jobs.append(LcJob(plan, t, net, evidence))
         return PreparedRadiograph(
             file=key,
@@ -323,7 +332,8 @@ class Predictor:
         flip_tta: also predict each ROI mirrored and average the two (mirror test-time augmentation; their distance
             is an uncertainty signal). Off with ``reference_geometry``.
         knees: ``auto`` (knees present), ``both`` (always both halves), ``R`` or ``L``.
-        reference_geometry: map outputs back as the reference does (inexact; to compare with old results).
+        reference_geometry: reproduce the original KNEEL pipeline, its network inputs and its (inexact) output mapping
+            (to compare with its results; same weights: same landmarks within 0.1 px).
         batch_size: network inputs per forward pass.
         spacing: pixel spacing override in mm (one number or ``(row, col)``), e.g. for PNG input.
         presence: thresholds of the knee presence decision (:mod:`kneel.inference.presence`).
@@ -529,8 +539,11 @@ class Predictor:
         for job in jobs:
             item = items[job.item]
             job.transform = self._hc_transform(job.centre, item.spacing, job.side)
+            if self.reference_geometry:
+                images.append(reference_hc_input(item.image, job.centre, item.spacing, job.side, self.hc_geometry))
+                continue
             net = warp_window(item.image, job.transform, (crop, crop))
-            images.append(net if self.reference_geometry else mask_outside(net, hc_input_box(self.hc_geometry)))
+            images.append(mask_outside(net, hc_input_box(self.hc_geometry)))
         scale = crop * self.hc_geometry.spacing_mm
         if self.uses_flip_tta:
             # Mirror test-time augmentation: the network was trained with mirrored ROIs (indices keep their
