@@ -121,6 +121,47 @@ def test_reference_geometry_gives_the_original_landmarks(tmp_path):
     assert worst <= TOLERANCE_PX, f"--reference-geometry lands {worst:.3f} px from the original"
 
 
+@pytest.mark.parametrize("side", ["R", "L"])
+@pytest.mark.parametrize("spacing", [(0.143, 0.15), (0.2, 0.2)])
+def test_reference_inputs_follow_their_affine_transforms(side, spacing):
+    """The pixels the reference geometry feeds the networks are where its Affine transforms say: on a film whose value
+    is its own x (or y) coordinate, each interior input pixel holds the coordinate its inverse transform gives (bilinear
+    interpolation reproduces a linear ramp exactly; the low-cost film is uint8, so within 0.5 + 1 grey level)."""
+    from kneel.inference.geometry import StageGeometry
+    from kneel.inference.reference_geometry import (
+        reference_hc_input,
+        reference_hc_transform,
+        reference_lc_half,
+        reference_lc_input,
+        reference_lc_transform,
+        reference_resize,
+        reference_resize_transform,
+        reference_resized_size,
+    )
+    from kneel.landmarks import KneeSide
+
+    knee = KneeSide(side)
+    h, w = 1701, 1999  # odd sizes: the halves overlap by one column
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    lc, hc = StageGeometry(3.515625, pad=148, crop=128), StageGeometry(1.0546875, pad=148, crop=128)
+    u, v = np.meshgrid(np.arange(20, 100), np.arange(20, 100))
+    grid = np.stack([u.ravel(), v.ravel()], axis=1).astype(np.float64)
+    for axis, ramp in ((0, xs), (1, ys)):
+        film = np.round(ramp * 255.0 / ramp.max()).astype(np.uint8)  # a uint8 film, as after windowing
+        resized = reference_resize(film, reference_resized_size((h, w), spacing, lc.spacing_mm))
+        net = reference_lc_input(resized, knee, lc)
+        src = reference_lc_transform((h, w), spacing, knee, lc).inverse().apply(grid)
+        x0, wh = reference_lc_half(resized.shape[1], knee)  # interior of the knee's half of the resized film
+        at = reference_resize_transform((h, w), resized.shape).apply(src) - [x0, 0]
+        inside = (at[:, 0] > 1) & (at[:, 0] < wh - 2) & (at[:, 1] > 1) & (at[:, 1] < resized.shape[0] - 2)
+        want = src[inside, axis] * 255.0 / ramp.max()
+        assert inside.sum() > 100 and np.abs(net[v.ravel(), u.ravel()][inside] - want).max() <= 1.5
+        centre = (1400.3, 900.0) if knee is KneeSide.L else (600.0, 850.7)
+        net = reference_hc_input(ramp, centre, spacing, knee, hc)
+        src = reference_hc_transform(centre, spacing, knee, hc).inverse().apply(grid)
+        np.testing.assert_allclose(net[v.ravel(), u.ravel()], src[:, axis], atol=1e-3)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # making the fixture (needs the original; not run by pytest)
 
