@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--title", default="Landmark evaluation", help="report title")
     parser.add_argument("--no-examples", action="store_true", help="skip the example ROI pictures")
+    parser.add_argument(
+        "--no-measurements",
+        action="store_true",
+        help="skip the measurements (joint-space widths, angles) from predicted vs true landmarks",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
 
 
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         title=args.title,
         examples=not args.no_examples,
+        measurements=not args.no_measurements,
         grouping=args.grouping,
         coverage=args.coverage,
         calibration=args.calibration,

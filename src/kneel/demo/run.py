@@ -296,7 +296,7 @@ def run_demo(
     runner.run(
         "evaluate",
         "evaluate the held-out predictions",
-        {"version": 2},  # 2: one grouping, bootstrap confidence intervals
+        {"version": 3},  # 2: one grouping, bootstrap confidence intervals; 3: measurement agreement
         evaluate_test,
         outputs=[paths.evaluation / "report.html"],
         clear=[paths.evaluation],

@@ -246,6 +246,39 @@ def _learned_statements(paths: DemoPaths, runner: StepRunner) -> list[str]:
     return lines
 
 
+def measurement_agreement(paths: DemoPaths) -> pd.DataFrame | None:
+    """Mean absolute difference and limits of agreement per measurement, exact geometry vs the no-learning baseline
+    (from the evaluation step's ``measurements_agreement.csv``), or None when it has none."""
+    path = paths.evaluation / "measurements_agreement.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    wanted = {"exact geometry": "exact geometry", "no-learning baseline": "no-learning baseline"}
+    rows = table[table["set"].isin(wanted)]
+    if rows.empty:
+        return None
+    out = pd.DataFrame(
+        {
+            "Measurement": [
+                f"{m} ({u})"
+                for m, u in rows.drop_duplicates("measurement")[["measurement", "unit"]].itertuples(index=False)
+            ]
+        }
+    )
+    for name in wanted:
+        part = rows[rows["set"] == name].set_index("measurement")
+        if part.empty:
+            continue
+        order = rows.drop_duplicates("measurement")["measurement"]
+        part = part.loc[order]
+        digits = [3 if u == "1" else 2 for u in part["unit"]]
+        out[f"{name}: mean abs. diff."] = [f"{v:.{d}f}" for v, d in zip(part["mad"], digits, strict=True)]
+        out[f"{name}: 95 % limits"] = [
+            f"{lo:.{d}f} to {hi:.{d}f}" for lo, hi, d in zip(part["loa_low"], part["loa_high"], digits, strict=True)
+        ]
+    return out
+
+
 def uncertainty_section(paths: DemoPaths) -> tuple[pd.DataFrame, Path] | None:
     """Coverage, ranking and flag figures of the exact-geometry test predictions, and the calibration plot."""
     from kneel.evaluation.matching import match_predictions, read_ground_truth, read_table
@@ -394,6 +427,20 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
             "Left: stated vs observed coverage on the held-out films (radii rescaled to each coverage level with the "
             "calibration's own multipliers). Right: each knee's mean radius against its mean error.",
         )
+    agreement = measurement_agreement(paths)
+    if agreement is not None:
+        doc.heading("Measurements: are the landmarks precise enough to measure the joint?")
+        doc.paragraph(
+            "Joint-space widths, plateau and condyle widths and joint-line angles (kneel measure) of each held-out "
+            "knee, from the predicted landmarks (exact geometry) and from the true ones. Mean absolute difference "
+            "and 95 % limits of agreement (Bland-Altman); the no-learning baseline shows what the mean shape alone "
+            "gives. Every figure: evaluation/measurements_agreement.csv."
+        )
+        doc.table(agreement)
+        doc.image(
+            paths.evaluation / "bland_altman_exact_geometry.png",
+            "Bland-Altman plots, exact geometry: predicted - true against their mean, bias and 95 % limits.",
+        )
     doc.heading("Cross-validation (out-of-fold) results")
     doc.paragraph(
         "The headline table has every stage's all-knee row; the curves below show the whole distribution. Tables "
@@ -445,6 +492,8 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         ]
     if uncertainty is not None:
         md += ["## Uncertainty (calibrated radius)", "", to_markdown(uncertainty[0]), ""]
+    if agreement is not None:
+        md += ["## Measurements from predicted vs true landmarks (mm, degrees)", "", to_markdown(agreement), ""]
     md += [
         "## Steps",
         "",

@@ -31,6 +31,12 @@ from kneel.evaluation.matching import (
     read_kl_table,
     read_table,
 )
+from kneel.evaluation.measurement_section import (
+    MeasurementAgreement,
+    format_agreements,
+    measurement_agreements,
+    write_agreements,
+)
 from kneel.evaluation.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, DEFAULT_THRESHOLDS, OUTLIER_MM
 from kneel.evaluation.plots import (
     far_note,
@@ -95,6 +101,8 @@ class EvaluationReport:
     stamp: str = ""
     uncertainty: list[UncertaintySet] = field(default_factory=list)
     """Per set with ``uncertainty_mm`` and ``quality`` columns: coverage, ranking and flag figures, calibration plot."""
+    agreements: list[MeasurementAgreement] = field(default_factory=list)
+    """Per set: its measurements from predicted vs true landmarks (bias, limits of agreement, Bland-Altman plot)."""
 
     def headline(self, name: str | None = None) -> dict[str, float | int]:
         """Key numbers of one set (default: the first) over all knees; see :func:`headline`."""
@@ -257,6 +265,7 @@ def evaluate(
     device: str | None = None,
     coverage: float | None = None,
     calibration: PathLike | None = None,
+    measurements: bool = True,
 ) -> EvaluationReport:
     """Compare one or more prediction tables with the ground truth and write tables, pictures and ``report.html``.
 
@@ -280,6 +289,8 @@ def evaluate(
             each table records, see :mod:`kneel.evaluation.uncertainty_section`).
         calibration: a model folder or its ``calibration.json``: the multipliers at other coverages (the whole
             stated-vs-observed curve), and the stated coverage of tables that record none.
+        measurements: measure every set's knees from the predicted and from the true landmarks and report their
+            agreement (:mod:`kneel.evaluation.measurement_section`; knees with all 16 true landmarks).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -368,6 +379,9 @@ def evaluate(
         for suffix in (".csv", ".md", ".tex"):
             (out / "uncertainty").with_suffix(suffix).unlink(missing_ok=True)
 
+    agreements = measurement_agreements(sets, out, slugs) if measurements else []
+    files += write_agreements(agreements, out) + [a.plot for a in agreements]  # (an empty list removes a stale table)
+
     report = EvaluationReport(
         out=out,
         sets=sets,
@@ -382,6 +396,7 @@ def evaluate(
         histories=histories,
         stamp=run_stamp(device),
         uncertainty=uncertainty,
+        agreements=agreements,
     )
     atomic_write_text(report.markdown, short_markdown(report))
     build_html(report, example_paths, title, device).write(report.html)
@@ -468,6 +483,8 @@ def build_html(
             doc.image(path, f"{name}: best, median and worst knees of each KL group.")
     if report.uncertainty:
         uncertainty_section(doc, report.uncertainty)
+    if report.agreements:
+        measurement_section(doc, report.agreements)
     if report.histories:
         training_section(doc, report.histories, report.out / "training_curves.png")
     if len(report.notes) > len(report.warnings):
@@ -507,6 +524,20 @@ def uncertainty_section(doc: HtmlReport, items: list[UncertaintySet]) -> None:
             f"{item.name}: left, stated vs observed coverage (the whole curve needs the calibration's multipliers at "
             "other coverages: --calibration MODEL); right, each knee's mean radius against its mean error.",
         )
+
+
+def measurement_section(doc: HtmlReport, items: list[MeasurementAgreement]) -> None:
+    """Each set's measurements from predicted landmarks against the same measurements from the true landmarks."""
+    doc.heading("Measurements: predicted vs true landmarks")
+    doc.paragraph(
+        "Joint-space widths, plateau and condyle widths and joint-line angles (kneel measure, docs/measurements.md) "
+        "of each knee with all 16 true landmarks, computed from the predicted and from the true landmarks with the "
+        "same pixel spacing. Mean absolute difference and 95 % limits of agreement (bias ± 1.96 SD of the "
+        "differences, Bland and Altman 1986); every figure: measurements_agreement.csv."
+    )
+    doc.table(format_agreements(items), ", ".join(f"{i.name}: {i.knees} knees" for i in items) + ".")
+    for item in items:
+        doc.image(item.plot, f"{item.name}: Bland-Altman plot per measurement (predicted - true against their mean).")
 
 
 def training_section(doc: HtmlReport, histories: list[FoldHistory], picture: Path) -> None:
