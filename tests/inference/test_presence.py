@@ -7,7 +7,9 @@ models (``KNEEL_TINY_MODEL`` or the default demo's, see ``tests/conftest.py``).
 """
 
 import csv
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from inference_helpers import knee_film, write_dicom
 
 from kneel.cli import main
 from kneel.inference import Predictor, predict_files
-from kneel.inference.presence import tag_refusal
+from kneel.inference.presence import header_tags, tag_refusal
 
 
 def _pydicom_file(name: str) -> Path:
@@ -106,6 +108,20 @@ def test_tags_refuse_a_file_that_cannot_even_be_read(model_dir, tmp_path):
     status = _status(tmp_path / "out")
     assert status["ct_nospacing.dcm"][0] == "no_knee" and "Modality CT" in status["ct_nospacing.dcm"][2]
     assert status["dx_nospacing.dcm"][0] == "failed" and "spacing" in status["dx_nospacing.dcm"][2].lower()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_failing_to_read_is_not_opened_for_its_tags(tmp_path):
+    """The tag fallback of a file that failed to read must not open a FIFO (it would block until a writer comes)."""
+    fifo = tmp_path / "pipe.dcm"
+    os.mkfifo(fifo)
+    found: list[tuple[str | None, str | None]] = []
+    reader = threading.Thread(target=lambda: found.append(header_tags(str(fifo))), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive(), "header_tags blocked on a FIFO"
+    assert found == [(None, None)]
+    assert header_tags("/dev/zero") == (None, None)  # a device that never ends
 
 
 def test_cli_lists_every_status_exits_0_and_strict_fails(model_dir, tmp_path, capsys):

@@ -35,7 +35,9 @@ A missing knee gives a warning in the result, never an error; the measured separ
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
@@ -360,8 +362,14 @@ def size_refusal(height_mm: float, width_mm: float, rule: PresenceRule) -> str |
 
 
 def header_tags(path: str) -> tuple[str | None, str | None]:
-    """(Modality, BodyPartExamined) from a DICOM header, ``(None, None)`` when it cannot be read (no pixels read)."""
+    """(Modality, BodyPartExamined) from a DICOM header, ``(None, None)`` when it cannot be read (no pixels read).
+
+    Only regular files are opened: a FIFO would block until a writer comes and a device such as ``/dev/zero`` never
+    ends (links are followed).
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None, None
         import pydicom
 
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
