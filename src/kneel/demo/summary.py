@@ -391,8 +391,11 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         "The reference maps network outputs back without inverting pad and crop (reference section 8 item 1): "
         "low-cost knee centres are pulled toward the centre of the image half, so the high-cost ROI is cut in the "
         "wrong place, and high-cost outputs are stretched about the ROI centre (466/450 with the paper's geometry), "
-        "which adds most at the end landmarks (T0, T8, F9, F15). The same weights and the same films are used for "
-        "both rows; only the mapping differs."
+        "which adds most at the end landmarks (T0, T8, F9, F15); the smaller the field of view the model was trained "
+        "with, the larger the stretch (the tiny high-cost model sees 120 mm of the 140 mm ROI). The reference rows "
+        "also prepare the inputs as the original code does (plain bilinear resizing, int sizes; checked against the "
+        "original KNEEL code with benchmarks/vs_reference.py). The same weights and the same films are used for "
+        "both rows."
     )
     if comparison is not None:
         doc.table(comparison)
@@ -485,8 +488,9 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         md += [
             "## Exact vs reference geometry (same weights)",
             "",
-            "Same held-out films, same weights; only the mapping of the network outputs back to the film differs "
-            "(reference section 8 item 1: pad and crop not inverted).",
+            "Same held-out films, same weights; the reference rows prepare the inputs and map the outputs back as the "
+            "original KNEEL code does (reference section 8 item 1: pad and crop not inverted, which stretches the "
+            "landmarks about the ROI centre).",
             "",
             to_markdown(comparison),
         ]
