@@ -10,6 +10,7 @@ import pytest
 from knee_cases import KNEE_MM, to_film
 
 from kneel.evaluation import evaluate
+from kneel.evaluation.measurement_section import format_agreements
 
 SPACING = (0.15, 0.12)  # (row_mm, col_mm): anisotropic on purpose
 JSW = [
@@ -63,6 +64,12 @@ def test_femur_lifted_by_one_mm_widens_every_joint_space_by_one_mm(tmp_path: Pat
     for name in ("tibial_plateau_width_mm", "femoral_condyle_width_mm", "plateau_obliquity_deg"):
         assert table.loc[("lifted", name), "mad"] == pytest.approx(0.0, abs=1e-9), name
     assert [a.name for a in report.agreements] == ["same", "lifted"]
+    shown = format_agreements(report.agreements).set_index("Measurement")
+    assert list(shown.columns) == ["same: mean abs. diff.", "same: 95 % limits", "lifted: mean abs. diff.",
+                                   "lifted: 95 % limits"]  # fmt: skip
+    assert shown.loc["min_jsw_medial_mm (mm)", "lifted: mean abs. diff."] == "1.00"
+    assert shown.loc["min_jsw_medial_mm (mm)", "lifted: 95 % limits"] == "1.00 to 1.00"
+    assert shown.loc["tibial_plateau_width_mm (mm)", "lifted: mean abs. diff."] == "0.00"
     html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "Measurements: predicted vs true landmarks" in html
 

@@ -249,34 +249,13 @@ def _learned_statements(paths: DemoPaths, runner: StepRunner) -> list[str]:
 def measurement_agreement(paths: DemoPaths) -> pd.DataFrame | None:
     """Mean absolute difference and limits of agreement per measurement, exact geometry vs the no-learning baseline
     (from the evaluation step's ``measurements_agreement.csv``), or None when it has none."""
+    from kneel.evaluation.measurement_section import format_agreement_table
+
     path = paths.evaluation / "measurements_agreement.csv"
     if not path.is_file():
         return None
-    table = pd.read_csv(path)
-    wanted = {"exact geometry": "exact geometry", "no-learning baseline": "no-learning baseline"}
-    rows = table[table["set"].isin(wanted)]
-    if rows.empty:
-        return None
-    out = pd.DataFrame(
-        {
-            "Measurement": [
-                f"{m} ({u})"
-                for m, u in rows.drop_duplicates("measurement")[["measurement", "unit"]].itertuples(index=False)
-            ]
-        }
-    )
-    for name in wanted:
-        part = rows[rows["set"] == name].set_index("measurement")
-        if part.empty:
-            continue
-        order = rows.drop_duplicates("measurement")["measurement"]
-        part = part.loc[order]
-        digits = [3 if u == "1" else 2 for u in part["unit"]]
-        out[f"{name}: mean abs. diff."] = [f"{v:.{d}f}" for v, d in zip(part["mad"], digits, strict=True)]
-        out[f"{name}: 95 % limits"] = [
-            f"{lo:.{d}f} to {hi:.{d}f}" for lo, hi, d in zip(part["loa_low"], part["loa_high"], digits, strict=True)
-        ]
-    return out
+    display = format_agreement_table(pd.read_csv(path), ["exact geometry", "no-learning baseline"])
+    return None if display.empty else display
 
 
 def uncertainty_section(paths: DemoPaths) -> tuple[pd.DataFrame, Path] | None:

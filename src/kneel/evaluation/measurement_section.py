@@ -20,7 +20,13 @@ import pandas as pd
 from kneel.evaluation.matching import MatchedKnees
 from kneel.io.atomic import atomic_write_text
 
-__all__ = ["MeasurementAgreement", "measurement_agreements", "format_agreements", "write_agreements"]
+__all__ = [
+    "MeasurementAgreement",
+    "measurement_agreements",
+    "format_agreements",
+    "format_agreement_table",
+    "write_agreements",
+]
 
 MIN_KNEES = 2
 """Fewer knees with complete ground truth give no agreement (limits of agreement need a standard deviation)."""
@@ -92,14 +98,27 @@ def format_agreements(items: Sequence[MeasurementAgreement]) -> pd.DataFrame:
     """A display table: one row per measurement, per set its mean absolute difference and limits of agreement."""
     if not items:
         return pd.DataFrame()
-    first = items[0].table
+    table = pd.concat([item.table.assign(set=item.name) for item in items], ignore_index=True)
+    return format_agreement_table(table, [item.name for item in items])
+
+
+def format_agreement_table(table: pd.DataFrame, sets: Sequence[str]) -> pd.DataFrame:
+    """The display table of :func:`format_agreements` from the long table of :func:`write_agreements` (a ``set``
+    column; ``measurements_agreement.csv``), for the sets named, in that order (absent ones are left out)."""
+    rows = table[table["set"].isin(list(sets))]
+    if rows.empty:
+        return pd.DataFrame()
+    first = rows.drop_duplicates("measurement")
     labels = [f"{m} ({u})" for m, u in zip(first["measurement"], first["unit"], strict=True)]
     display = pd.DataFrame({"Measurement": labels})
-    for item in items:
-        t = item.table.set_index("measurement").loc[first["measurement"]]
+    for name in sets:
+        part = rows[rows["set"] == name]
+        if part.empty:
+            continue
+        t = part.set_index("measurement").loc[first["measurement"]]
         digits = [3 if u == "1" else 2 for u in t["unit"]]
-        display[f"{item.name}: mean abs. diff."] = [_num(v, d) for v, d in zip(t["mad"], digits, strict=True)]
-        display[f"{item.name}: 95 % limits"] = [
+        display[f"{name}: mean abs. diff."] = [_num(v, d) for v, d in zip(t["mad"], digits, strict=True)]
+        display[f"{name}: 95 % limits"] = [
             f"{_num(lo, d)} to {_num(hi, d)}" for lo, hi, d in zip(t["loa_low"], t["loa_high"], digits, strict=True)
         ]
     return display
