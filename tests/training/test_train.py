@@ -19,7 +19,7 @@ from kneel.io.landmark_table import read_landmark_table
 from kneel.models import create_model, load_fold
 from kneel.training import load_config, train
 from kneel.training.cv import load_fold_table, split_subjects, transfer_weights
-from kneel.training.loop import _errors_mm
+from kneel.training.loop import _errors_mm, resolve_geometry
 from kneel.training.run_log import METRIC_COLUMNS, read_metrics
 
 
@@ -59,11 +59,13 @@ def test_outputs_form_a_model_directory(trained: Path, prepared_data: Path, stag
         assert list((stage_dir / "tensorboard" / "fold_0").glob("events.out.tfevents.*"))
 
 
-def test_normalisation_is_exact_per_fold(trained: Path, prepared_data: Path) -> None:
+def test_normalisation_is_exact_per_fold(trained: Path, prepared_data: Path, tiny_hc: Path) -> None:
+    geometry = resolve_geometry(load_config(tiny_hc))  # the config's network input (tiny_hc: 0.94 mm per pixel)
+    spacing = {"input_spacing": geometry.input_spacing_mm} if geometry.input_spacing_mm else {"scale": geometry.scale}
     table = load_fold_table(prepared_data, 2)
     for k in (0, 1):
         train_subjects, _ = split_subjects(table, k)
-        ds = LandmarkDataset(prepared_data, "hc", train_subjects, None, 128, 148, scale=128 / 450)
+        ds = LandmarkDataset(prepared_data, "hc", train_subjects, None, geometry.input_size, geometry.pad, **spacing)
         pixels = np.concatenate([ds[i]["image"][0].numpy().ravel() for i in range(len(ds))]).astype(np.float64)
         _, cfg = load_fold(trained / "hc" / f"fold_{k}")
         assert cfg.mean == pytest.approx([pixels.mean()] * 3, rel=1e-9)
