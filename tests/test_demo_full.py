@@ -2,8 +2,10 @@
 
 The bars are issue 11's: on the held-out synthetic films, through the whole two-stage pipeline from DICOM, a mean
 landmark error of at most 1.5 mm, at least 80 % of the knees with a mean error (over their 16 landmarks) of at most
-2.5 mm, no knee missed and none invented. Measured on the development machine (deterministic on CPU, identical in two
-runs): 1.498 mm mean, every knee within 2.5 mm, reference geometry 2.09 mm, no-learning baseline 42.1 mm.
+2.5 mm, no knee missed and none invented; this test holds the demo to tighter bars than those (1.2 mm, 95 % of the
+knees) so that a regression shows long before the issue's bars break. Measured on the development machine
+(deterministic on CPU, 2026-12-01, tiny configs with no dropout and the heatmap spread penalty): 0.992 mm mean, every
+knee within 2.5 mm, reference geometry 3.58 mm, no-learning baseline 42.1 mm.
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ def test_default_demo_is_precise_and_exact_geometry_wins(full_demo):
     baseline = full_demo.headline["no-learning baseline"]
     hc_oof = full_demo.headline["hc out-of-fold"]
     assert exact["knees"] == 24 and exact["knees_missing"] == 0  # no knee missed
-    assert exact["mean_mm"] <= 1.5, exact
+    assert exact["mean_mm"] <= 1.2, exact  # issue 11's bar: 1.5
     assert exact["mean_mm"] * 10 < baseline["mean_mm"], (exact, baseline)
     assert exact["mean_mm"] + 0.3 < reference["mean_mm"], (exact, reference)
-    assert hc_oof["mean_mm"] < 2.5, hc_oof
+    assert hc_oof["mean_mm"] < 1.5, hc_oof
 
     evaluation = full_demo.report_html.parent / "evaluation" / "test"
     errors = pd.read_csv(evaluation / "errors_exact_geometry.csv", dtype={"file": str})
     knee_mean = errors.groupby(["file", "side"])["error_mm"].mean()
     assert len(knee_mean) == 24 and knee_mean.notna().all()
-    assert (knee_mean <= 2.5).mean() >= 0.8, knee_mean.describe()
+    assert (knee_mean <= 2.5).mean() >= 0.95, knee_mean.describe()  # issue 11's bar: 80 %
 
     truth = pd.read_csv(full_demo.report_html.parent / "cohorts" / "test" / "ground_truth.csv", dtype={"file": str})
     pred = pd.read_csv(full_demo.report_html.parent / "predictions" / "exact" / "landmarks.csv", dtype={"file": str})

@@ -222,8 +222,9 @@ def test_resolved_config_records_the_run(trained: Path) -> None:
     [
         ["ema_decay=0.9", "optimizer=adamw", "weight_decay=1e-4", "schedule=step", "lr_milestones=[1]"],
         ["swa=true", "swa_start=1", "swa_freq=1", "loss=robust", "mixup=standard"],
+        ["spread_weight=0.5", "mixup=two_pass"],
     ],
-    ids=["ema-adamw-step", "swa-robust-standard-mixup"],
+    ids=["ema-adamw-step", "swa-robust-standard-mixup", "spread-two-pass-mixup"],
 )
 def test_optional_switches_train(
     prepared_data: Path, tmp_path: Path, tiny_hc: Path, fast: list[str], switches: list[str]

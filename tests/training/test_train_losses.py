@@ -102,3 +102,69 @@ def test_create_loss(name: str) -> None:
         value = loss(pred, target)
         assert value.ndim == 0 and torch.isfinite(value)
         assert float(loss(target, target)) <= float(value)
+
+
+def _radius_oracle(logits: np.ndarray) -> np.ndarray:
+    """RMS radius of softmax(logits) per (batch, landmark), x in units of the width and y of the height (NumPy)."""
+    b, k, h, w = logits.shape
+    flat = logits.reshape(b, k, h * w).astype(np.float64)
+    prob = np.exp(flat - flat.max(axis=-1, keepdims=True))
+    prob = (prob / prob.sum(axis=-1, keepdims=True)).reshape(b, k, h, w)
+    ys, xs = np.meshgrid(np.arange(h) / h, np.arange(w) / w, indexing="ij")
+    mx = (prob * xs).sum(axis=(2, 3))
+    my = (prob * ys).sum(axis=(2, 3))
+    var = (prob * ((xs - mx[..., None, None]) ** 2 + (ys - my[..., None, None]) ** 2)).sum(axis=(2, 3))
+    return np.sqrt(var)
+
+
+def test_spread_penalty_adds_the_weighted_heatmap_radius_in_training_only() -> None:
+    from kneel.models import create_model
+    from kneel.training.losses import SpreadPenalty
+
+    torch.manual_seed(0)
+    model = create_model("kneel_tiny_hc", dropout=0.0).eval()  # eval: BatchNorm fixed, forward deterministic
+    base = WingLoss(15.0, 3.0)
+    penalty = SpreadPenalty(base, model, weight=0.25)
+    x, target = torch.randn(2, 3, 128, 128), torch.rand(2, 16, 2)
+    radius = _radius_oracle(model.heatmaps(x).detach().numpy())
+    assert 0.01 < radius.mean() < 0.41  # neither a delta nor beyond a flat map
+    penalty.train()
+    pred = model(x)
+    got = float(penalty(pred, target))
+    assert got == pytest.approx(float(base(pred, target)) + 0.25 * radius.mean(), rel=1e-5)
+    assert float(penalty(pred, target)) == pytest.approx(float(base(pred, target)))  # one penalty per forward
+    penalty.eval()
+    pred = model(x)
+    assert float(penalty(pred, target)) == pytest.approx(float(base(pred, target)), rel=1e-7)
+
+
+def test_spread_penalty_sharpens_the_heatmaps() -> None:
+    """Same steps on the same batch: with the penalty the heatmaps end far more concentrated than without."""
+    from kneel.models import create_model
+    from kneel.training.losses import SpreadPenalty
+
+    x, target = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1)), torch.full((4, 16, 2), 0.4)
+    radii = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = create_model("kneel_tiny_hc", dropout=0.0)
+        loss_fn = SpreadPenalty(WingLoss(15.0, 3.0), model, weight=weight).train()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(40):
+            opt.zero_grad()
+            loss_fn(model(x), target).backward()
+            opt.step()
+        with torch.no_grad():  # batch statistics, as in the steps (the running ones lag behind)
+            radii[weight] = _radius_oracle(model.heatmaps(x).numpy()).mean()
+    assert radii[1.0] < 0.7 * radii[0.0]
+
+
+def test_spread_penalty_refuses_bad_settings() -> None:
+    from kneel.errors import ConfigError
+    from kneel.models import create_model
+    from kneel.training.losses import SpreadPenalty
+
+    with pytest.raises(ConfigError, match="spread_weight must be >= 0"):
+        SpreadPenalty(WingLoss(), create_model("kneel_tiny_hc"), weight=-1.0)
+    with pytest.raises(ConfigError, match="soft-argmax"):
+        SpreadPenalty(WingLoss(), torch.nn.Linear(2, 2), weight=0.1)

@@ -68,6 +68,9 @@ class TrainConfig:
         loss: ``wing`` (paper), ``l1``, ``l2``, ``elastic`` or ``robust`` (Barron's adaptive loss).
         wing_width: wing loss ``w``.
         wing_curvature: wing loss ``epsilon``.
+        spread_weight: weight of a penalty on the RMS radius of each soft-argmax heatmap (normalised units, 0.41 for
+            a flat map), added to the training loss only; it asks for one sharp peak where a coordinate loss alone
+            accepts a broad blob whose mean happens to land right. 0 (the paper) switches it off.
         elastic_weight: weight of the L2 term of the elastic loss.
         robust_alpha_init: initial shape of the adaptive robust loss.
         robust_scale_init: initial scale of the adaptive robust loss.
@@ -137,6 +140,7 @@ class TrainConfig:
     loss: str = "wing"
     wing_width: float = 15.0
     wing_curvature: float = 3.0
+    spread_weight: float = 0.0
     elastic_weight: float = 0.5
     robust_alpha_init: float = 1.0
     robust_scale_init: float = 0.01

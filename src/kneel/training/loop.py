@@ -52,7 +52,7 @@ from kneel.training.cv import (
 )
 from kneel.training.ddp import DistributedContext, init_distributed, maybe_no_sync
 from kneel.training.ema import ModelEma
-from kneel.training.losses import create_loss
+from kneel.training.losses import SpreadPenalty, create_loss
 from kneel.training.mixup import draw_mixup, mixup_terms
 from kneel.training.normalization import compute_mean_std
 from kneel.training.run_log import MetricsLog
@@ -525,7 +525,10 @@ def _train_fold(
     model = model.to(ctx.device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion = create_loss(config, train_ds.num_keypoints).to(ctx.device)
+    criterion = create_loss(config, train_ds.num_keypoints)
+    if config.spread_weight > 0:
+        criterion = SpreadPenalty(criterion, model, config.spread_weight)
+    criterion = criterion.to(ctx.device)
     runner = _Runner(config, ctx, model, criterion, mean, std)
 
     start_epoch, history = 0, []

@@ -23,6 +23,7 @@ __all__ = [
     "AdaptiveRobustLoss",
     "robust_rho",
     "log_partition",
+    "SpreadPenalty",
     "create_loss",
 ]
 
@@ -152,6 +153,40 @@ class AdaptiveRobustLoss(nn.Module):
         alpha, scale = self.alpha(), self.scale()
         nll = robust_rho(d, alpha, scale) + torch.log(scale) + log_partition(alpha)
         return nll.mean()
+
+
+class SpreadPenalty(nn.Module):
+    """A coordinate loss plus ``weight`` x the mean RMS radius of the model's soft-argmax heatmaps (training only).
+
+    The radius comes from a forward hook on the model's soft-argmax (``model.sagm``), so the network's forward and
+    its output stay as they are (DDP, export and inference see the same module). In evaluation mode the loss is the
+    coordinate loss alone, so validation losses stay comparable with runs without the penalty.
+    """
+
+    def __init__(self, base: nn.Module, model: nn.Module, weight: float) -> None:
+        super().__init__()
+        if weight < 0:
+            raise ConfigError(f"spread_weight must be >= 0, got {weight}")
+        sagm = getattr(model, "sagm", None)
+        if sagm is None or not hasattr(sagm, "moments"):
+            raise ConfigError(f"spread_weight needs a soft-argmax model; {type(model).__name__} has none")
+        self.base = base
+        self.weight = float(weight)
+        self._radius: torch.Tensor | None = None
+        sagm.register_forward_hook(self._capture)
+
+    def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if self.training and torch.is_grad_enabled():
+            self._radius = module.moments(inputs[0])[1]
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.base(pred, target)
+        if self.training and self._radius is not None:
+            if self._radius.shape[0] != pred.shape[0]:
+                raise RuntimeError("spread penalty: the captured heatmaps belong to another batch")
+            loss = loss + self.weight * self._radius.mean()
+            self._radius = None
+        return loss
 
 
 def create_loss(config, num_landmarks: int) -> nn.Module:  # noqa: ANN001 - TrainConfig (avoids an import cycle)
