@@ -152,3 +152,26 @@ def test_a_calibration_fitted_with_mirror_tta_turns_it_on(model_dir, films, tmp_
         reference = Predictor(model, knees="both", refine=True, force=True, reference_geometry=True)
     assert reference.calibration is None and not reference.uses_flip_tta
     assert any("mirror test-time augmentation" in str(w.message) for w in caught)
+
+
+def test_shape_signal_is_the_knees_residual_from_the_mean_knee(model_dir, films):
+    """Every knee carries ``shape``: one value for its 16 landmarks, the residual of the mean published knee fitted to
+    its landmarks in mm (recomputed here from the reported landmarks), and a calibration can use it."""
+    from kneel.inference.calibration import fit_calibration
+    from kneel.inference.knee_shape import shape_fit
+
+    result = Predictor(model_dir, knees="both", refine=True, force=True).predict(films["bilateral"])
+    assert result.knees
+    for side, knee in result.knees.items():
+        shape = knee.signals["shape"]
+        assert shape.shape == (16,) and np.all(shape == shape[0])
+        mm = knee.landmarks_px * [knee.spacing[1], knee.spacing[0]]
+        fits = [shape_fit(mm, mirrored=m).residual_mm for m in (side.mirrored, not side.mirrored)]
+        assert min(abs(shape[0] - f) for f in fits) < 1e-9, (shape[0], fits)
+    rng = np.random.default_rng(1)
+    knee_shape = rng.uniform(0.3, 6.0, size=(60, 1))
+    signals = {"spread": rng.uniform(0.2, 3.0, size=(60, 16)), "shape": np.repeat(knee_shape, 16, axis=1)}
+    errors = knee_shape * rng.uniform(0.5, 1.5, size=(60, 16))  # error grows with the knee's shape residual
+    calibration = fit_calibration(signals, errors)
+    assert "shape" in calibration.signals
+    assert calibration.weights[calibration.signals.index("shape")] > 0.5

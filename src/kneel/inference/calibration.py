@@ -1,9 +1,11 @@
 """Calibrated landmark uncertainty: a radius in mm that holds the true landmark with a stated probability.
 
-The pipeline measures three raw signals per landmark, all in mm (:data:`SIGNALS`): the spread of the fold models'
+The pipeline measures five raw signals per landmark, all in mm (:data:`SIGNALS`): the spread of the fold models'
 predictions (``spread``), the radius of the soft-argmax heatmap about its mean (``heatmap``), how far the landmark
-moved between the first high-cost pass and the refined one (``refine_shift``), and the distance between the
-predictions of the ROI and of its mirror image (``flip``). None of them is a probability.
+moved between the first high-cost pass and the refined one (``refine_shift``), the distance between the
+predictions of the ROI and of its mirror image (``flip``), and the knee's residual from the mean published knee shape
+(``shape``, one value for the knee's 16 landmarks; the best single ranker of knees in docs/inference.md). None of them
+is a probability.
 
 Calibration turns them into one: on knees with known landmarks that the models never saw (a held-out annotated set
 run through the whole pipeline, :func:`fit_calibration`), a log-linear *difficulty model* predicts each landmark's
@@ -48,7 +50,7 @@ __all__ = [
     "signal_rank_correlations",
 ]
 
-SIGNALS: tuple[str, ...] = ("spread", "heatmap", "refine_shift", "flip")
+SIGNALS: tuple[str, ...] = ("spread", "heatmap", "refine_shift", "flip", "shape")
 """Raw per-landmark signals in mm, in the order of the difficulty model's weights."""
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_COVERAGE = 0.9

@@ -273,12 +273,15 @@ def knee_signals(
     spread_mm: np.ndarray,
     heatmap_mm: np.ndarray,
     spacing: tuple[float, float],
+    shape_residual_mm: float = float("nan"),
 ) -> dict[str, np.ndarray]:
     """The raw uncertainty signals of one knee, (16,) mm each (:data:`kneel.inference.calibration.SIGNALS`).
 
     ``flip`` is the distance between the prediction of the ROI and that of its mirror image (NaN without mirror
     test-time augmentation); ``refine_shift`` is how far each landmark moved between the first high-cost pass (ROI
-    on the low-cost centre) and the refined one (ROI on the predicted T4), NaN without the refine pass.
+    on the low-cost centre) and the refined one (ROI on the predicted T4), NaN without the refine pass; ``shape`` is
+    the knee's residual from the mean published knee (:func:`kneel.inference.knee_shape.shape_fit`), the same for its
+    16 landmarks: an unusual predicted shape is either an unusual knee or a wrong prediction, and both are harder.
     """
     if first_pass is None:
         shift = np.full(len(result), np.nan)
@@ -290,6 +293,7 @@ def knee_signals(
         "heatmap": np.asarray(heatmap_mm, dtype=np.float64),
         "refine_shift": shift,
         "flip": np.full(len(result), np.nan) if flip_mm is None else np.asarray(flip_mm, dtype=np.float64),
+        "shape": np.full(len(result), float(shape_residual_mm)),
     }
 
 
@@ -651,7 +655,13 @@ class Predictor:
                 drop(job.item, job.side, reason)
                 continue
             signals = knee_signals(
-                job.flip, job.result, first_pass.get((job.item, job.side)), job.spread, job.radius, item.spacing
+                job.flip,
+                job.result,
+                first_pass.get((job.item, job.side)),
+                job.spread,
+                job.radius,
+                item.spacing,
+                shape_residual_mm=fit.residual_mm,
             )
             uncertainty, coverage, flag_radius = self._knee_uncertainty(signals)
             knees[job.item][job.side] = KneePrediction(

@@ -79,8 +79,8 @@ class KneePrediction:
     lc_uncertainty_mm: float = float("nan")
     """Fold spread of the low-cost centre in mm."""
     signals: dict[str, np.ndarray] = field(default_factory=dict)
-    """Raw per-landmark uncertainty signals in mm (``spread``, ``heatmap``, ``refine_shift``), the inputs of the
-    calibration (:mod:`kneel.inference.calibration`)."""
+    """Raw per-landmark uncertainty signals in mm (``spread``, ``heatmap``, ``refine_shift``, ``flip``, ``shape``),
+    the inputs of the calibration (:mod:`kneel.inference.calibration`)."""
     uncertainty_coverage: float | None = None
     """Stated coverage of ``uncertainty_mm`` when it is a calibrated radius; ``None`` when it is the fold spread."""
     flag_radius_mm: float | None = None
