@@ -9,8 +9,9 @@ against training minutes, log scale) is redrawn from every row of that CSV.
 Usage::
 
     python benchmarks/frontier.py --name tiny-demo                       # the default demo's settings
-    python benchmarks/frontier.py --name small-1200 --lc-config small_lc.yaml --hc-config small_hc.yaml \\
-        --train-images 1200 --hc-epochs 20 --out frontier_runs/small-1200  # resumable: run it again to continue
+    python benchmarks/frontier.py --name small --preset small            # kneel demo --preset small; resumable
+    python benchmarks/frontier.py --name small-1200 --preset small --train-images 1200 --hc-epochs 20 \\
+        --out frontier_runs/small-1200                                   # resumable: run it again to continue
     python benchmarks/frontier.py                                        # print the recorded table, redraw the plot
 
 The table and plot default to ``docs/frontier.csv`` and ``docs/frontier.png``. Runs are resumable step by step (the
@@ -20,6 +21,7 @@ demo's stamps), so an interrupted point continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import sys
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kneel.demo import DemoSettings, run_demo
+from kneel.demo import DEMO_PRESETS, DemoSettings, run_demo
 from kneel.io.atomic import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -143,18 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="the run's folder (default frontier_runs/NAME); resumable")
     parser.add_argument("--table", type=Path, default=TABLE, help="CSV of points (default %(default)s)")
     parser.add_argument("--plot", type=Path, help="plot file (default: the table's name with .png)")
+    parser.add_argument("--preset", choices=sorted(DEMO_PRESETS), default="tiny", help="kneel demo --preset")
     defaults = DemoSettings()
     for f in fields(DemoSettings):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=f"demo setting {f.name}")
+            parser.add_argument(flag, action="store_true", default=None, help=f"demo setting {f.name}")
         else:
             kind = int if isinstance(getattr(defaults, f.name), int) else str
-            parser.add_argument(flag, type=kind, default=getattr(defaults, f.name), help=f"demo setting {f.name}")
+            parser.add_argument(flag, type=kind, default=None, help=f"demo setting {f.name} (default: the preset's)")
     args = parser.parse_args(argv)
     plot_path = args.plot or args.table.with_suffix(".png")
     if args.name:
-        settings = DemoSettings(**{f.name: getattr(args, f.name) for f in fields(DemoSettings)})
+        given = {f.name: getattr(args, f.name) for f in fields(DemoSettings) if getattr(args, f.name) is not None}
+        settings = dataclasses.replace(DEMO_PRESETS[args.preset], **given)
         out = args.out or Path("frontier_runs") / args.name
         table = append_row(args.table, run_point(args.name, settings, out))
     elif args.table.is_file():

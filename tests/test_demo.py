@@ -121,3 +121,22 @@ def test_steps_are_reused_and_invalidated_downstream(tmp_path: Path):
     assert calls == ["a", "b", "a", "b", "a", "b"]
     pipeline(2)
     assert len(calls) == 6
+
+
+def test_demo_presets_and_options_on_the_command_line() -> None:
+    """``--preset small`` selects the small configs and epochs; an option beside it overrides one setting only."""
+    import argparse
+
+    from kneel.cli.demo import add_arguments, settings_from_args
+    from kneel.demo import DEMO_PRESETS, DemoSettings
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert settings_from_args(parser.parse_args([])) == DemoSettings()
+    small = settings_from_args(parser.parse_args(["--preset", "small"]))
+    assert small == DEMO_PRESETS["small"]
+    assert (small.lc_config, small.hc_config) == ("small_lc.yaml", "small_hc.yaml") and small.hc_epochs > 16
+    mixed = settings_from_args(parser.parse_args(["--preset", "small", "--hc-epochs", "3", "--keep-films"]))
+    assert mixed.hc_epochs == 3 and mixed.keep_films and mixed.hc_config == "small_hc.yaml"
+    assert mixed.lc_epochs == small.lc_epochs and mixed.hc_val_from == small.hc_val_from
+    assert settings_from_args(parser.parse_args(["--hc-val-from", "2"])).hc_val_from == 2

@@ -6,7 +6,7 @@ geometry and with the reference's geometry (same weights), evaluates everything 
 ``summary.md``. Each step leaves a stamp, so a second run reuses what is finished.
 """
 
-from kneel.demo.pipeline import DemoError, DemoSettings
+from kneel.demo.pipeline import DEMO_PRESETS, DemoError, DemoSettings
 from kneel.demo.run import DemoResult, run_demo
 
-__all__ = ["run_demo", "DemoSettings", "DemoResult", "DemoError"]
+__all__ = ["run_demo", "DemoSettings", "DEMO_PRESETS", "DemoResult", "DemoError"]

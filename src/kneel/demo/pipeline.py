@@ -69,6 +69,15 @@ class DemoSettings:
         return asdict(self)
 
 
+DEMO_PRESETS: dict[str, DemoSettings] = {
+    "tiny": DemoSettings(),
+    # The small preset pair (width 16, 192 px) through the same pipeline: issue 11's sub-millimetre model, trained on
+    # the 2-core CPU well within 2 hours (docs/training.md, "Accuracy versus training time", row small-30ep).
+    "small": DemoSettings(lc_config="small_lc.yaml", hc_config="small_hc.yaml", hc_epochs=30, hc_val_from=23),
+}
+"""Named demo settings: ``kneel demo --preset NAME`` (any option given beside it still wins)."""
+
+
 @dataclass(frozen=True)
 class DemoPaths:
     """Where each step writes under the demo's output folder."""
