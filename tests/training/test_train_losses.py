@@ -168,3 +168,19 @@ def test_spread_penalty_refuses_bad_settings() -> None:
         SpreadPenalty(WingLoss(), create_model("kneel_tiny_hc"), weight=-1.0)
     with pytest.raises(ConfigError, match="soft-argmax"):
         SpreadPenalty(WingLoss(), torch.nn.Linear(2, 2), weight=0.1)
+
+
+def test_spread_penalty_keeps_the_coordinate_losss_state_dict() -> None:
+    """Checkpoints hold the same criterion state with or without the penalty (it has no state of its own)."""
+    from kneel.models import create_model
+    from kneel.training.losses import SpreadPenalty
+
+    base = AdaptiveRobustLoss(32)
+    wrapped = SpreadPenalty(base, create_model("kneel_tiny_hc"), weight=0.1)
+    assert list(wrapped.state_dict()) == list(base.state_dict()) == ["latent_alpha", "latent_scale"]
+    other = AdaptiveRobustLoss(32)
+    with torch.no_grad():
+        other.latent_alpha.fill_(0.7)
+    wrapped.load_state_dict(other.state_dict())
+    assert torch.equal(base.latent_alpha, other.latent_alpha)
+    assert {id(p) for p in wrapped.parameters()} == {id(p) for p in base.parameters()}

@@ -7,6 +7,8 @@ soft-argmax gives them) and returns the mean over all elements, as the reference
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -178,6 +180,13 @@ class SpreadPenalty(nn.Module):
     def _capture(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if self.training and torch.is_grad_enabled():
             self._radius = module.moments(inputs[0])[1]
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The coordinate loss's state alone (the penalty has none): checkpoints read the same with or without it."""
+        return self.base.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        return self.base.load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.base(pred, target)
