@@ -114,6 +114,7 @@ def plot(table: pd.DataFrame, path: Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return None
@@ -124,6 +125,11 @@ def plot(table: pd.DataFrame, path: Path) -> Path | None:
             ax.annotate(str(r["name"]), (r["training_s"] / 60.0, r["mean_mm"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")  # fmt: skip
     ax.set_xscale("log")
+    ax.set_yscale("log")  # 0.5 mm and 7 mm points on one readable axis
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.0f"))
     ax.set_xlabel("training time, LC + HC (minutes, 2-core CPU)")
     ax.set_ylabel("held-out mean landmark error (mm)")
     ax.axhline(0.8, color="grey", lw=0.8, ls="--")
