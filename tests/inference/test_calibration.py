@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -70,3 +71,51 @@ def test_refuses_too_few_knees_and_corrupt_files(tmp_path):
     (tmp_path / "calibration.json").write_text('{"coverage": 2}')
     with pytest.raises(CalibrationError, match="calibration"):
         Calibration.load(tmp_path)
+
+
+def test_far_probability_matches_the_closed_form_and_drives_the_flag():
+    """Independent Rayleigh(sigma_k) errors: the chance that any of a knee's 16 landmarks lies R or more off is
+    ``1 - prod_k (1 - exp(-R^2 / (2 sigma_k^2)))``; the calibration estimates it from its held-back ratio vectors."""
+    rng = np.random.default_rng(4)
+    signals, errors, _ = _cohort(rng, 1200)
+    cal = fit_calibration(signals, errors, coverage=0.9, flag_radius_mm=12.0)  # 12 mm: about half the knees ok
+    assert len(cal.knee_ratios) == cal.n_conformal == 600 and cal.flag_above == pytest.approx(0.1)
+    fresh_signals, fresh_errors, fresh_sigma = _cohort(rng, 1000)
+    p = cal.far_probability(fresh_signals)
+    truth = 1.0 - np.prod(1.0 - np.exp(-(12.0**2) / (2 * fresh_sigma**2)), axis=1)
+    assert p.shape == (1000,) and np.all((p > 0) & (p <= 1))
+    assert np.mean(np.abs(p - truth)) < 0.03
+    far = np.any(fresh_errors >= 12.0, axis=1)
+    assert 0.2 < np.mean(p > 0.1) < 0.8
+    assert np.mean(p) == pytest.approx(np.mean(far), abs=0.03)  # calibrated over knees
+    quality = np.array([cal.quality(r, q) for r, q in zip(cal.radius_mm(fresh_signals), p, strict=True)])
+    assert np.array_equal(quality == "uncertain", p > 0.1)
+    # The flag's promise: knees called "ok" have a far-off landmark at most about 10 % of the time.
+    assert np.mean(far[quality == "ok"]) <= 0.1
+    flagged = quality == "uncertain"
+    assert np.mean(far[flagged]) > 2 * np.mean(far[~flagged])
+    assert np.mean(far[flagged]) == pytest.approx(np.mean(p[flagged]), abs=0.04)  # calibrated among flagged knees too
+    # Another threshold, and a NaN signal (no estimate: uncertain).
+    strict = fit_calibration(signals, errors, coverage=0.9, flag_radius_mm=12.0, flag_probability=0.02)
+    assert strict.flag_above == 0.02 and np.mean(strict.far_probability(fresh_signals) > 0.02) > np.mean(p > 0.1)
+    nan_signals = {k: v[:1].copy() for k, v in fresh_signals.items()}
+    nan_signals["spread"][0, 3] = np.nan
+    assert np.isnan(cal.far_probability(nan_signals)[0]) and cal.quality(np.ones(K), float("nan")) == "uncertain"
+
+
+def test_older_calibrations_without_knee_ratios_keep_the_per_landmark_rule(tmp_path):
+    rng = np.random.default_rng(5)
+    signals, errors, _ = _cohort(rng, 60)
+    data = fit_calibration(signals, errors, flag_radius_mm=5.0).to_dict()
+    del data["knee_ratios"], data["flag_probability"]
+    (tmp_path / "calibration.json").write_text(json.dumps(data))
+    old = Calibration.load(tmp_path)
+    assert old.knee_ratios is None and old.far_probability(signals) is None
+    assert old.quality(np.full(K, 4.9)) == "ok"
+    assert old.quality(np.r_[np.full(K - 1, 1.0), 5.1]) == "uncertain"
+    for key, value in (("knee_ratios", [[1.0] * (K - 1)]), ("knee_ratios", [[-1.0] * K]), ("flag_probability", 1.5)):
+        (tmp_path / "calibration.json").write_text(json.dumps({**data, key: value}))
+        with pytest.raises(CalibrationError, match=key):
+            Calibration.load(tmp_path)
+    with pytest.raises(CalibrationError, match="flag_probability"):
+        fit_calibration(signals, errors, flag_probability=0.0)

@@ -86,5 +86,8 @@ def test_kneel_calibrate_then_predict_carries_the_calibrated_radius(tmp_path, re
             np.testing.assert_allclose(knee["uncertainty_mm"], radius, rtol=1e-6)
             rows = pred[(pred.file == data["file"]) & (pred.side == side)].sort_values("landmark")
             np.testing.assert_allclose(rows.uncertainty_mm.to_numpy(), radius, rtol=1e-5)
-            expected = "uncertain" if radius.max() > calibration.flag_radius_mm else "ok"
+            # the flag: the knee's estimated chance of a landmark >= flag_radius_mm off, against 1 - coverage
+            far = float(calibration.far_probability(signals))
+            assert knee["far_probability"] == pytest.approx(far) and knee["flag_probability"] == pytest.approx(0.2)
+            expected = "uncertain" if far > 0.2 else "ok"
             assert set(rows.quality) == {expected} and knee["quality"] == expected

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,13 @@ def test_a_calibration_fitted_with_mirror_tta_turns_it_on(model_dir, films, tmp_
     assert predictor.uses_flip_tta and predictor.calibration is not None and predictor.settings["flip_tta"]
     knee = next(iter(predictor.predict(films["bilateral"]).knees.values()))
     assert np.all(np.isfinite(knee.uncertainty_mm)) and np.all(np.isfinite(knee.signals["flip"]))
+    # The flag compares the knee's estimated probability of a landmark >= 5 mm off with 1 - coverage.
+    cal = predictor.calibration
+    assert knee.far_probability == pytest.approx(float(cal.far_probability(knee.signals)))
+    assert 0 < knee.far_probability <= 1 and knee.flag_probability == pytest.approx(0.1)
+    assert knee.quality == ("ok" if knee.far_probability <= 0.1 else "uncertain")
+    back = type(knee).from_dict(json.loads(json.dumps(knee.to_dict())), knee.spacing)
+    assert back.far_probability == knee.far_probability and back.quality == knee.quality
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -175,3 +183,44 @@ def test_shape_signal_is_the_knees_residual_from_the_mean_knee(model_dir, films)
     calibration = fit_calibration(signals, errors)
     assert "shape" in calibration.signals
     assert calibration.weights[calibration.signals.index("shape")] > 0.5
+
+
+def test_mirror_tta_is_refused_for_a_model_trained_without_mirroring(model_dir, films, tmp_path):
+    """A high-cost model trained with flip_p 0 reads a mirrored ROI as a right knee: its mirrored-back landmarks swap
+    medial and lateral and the mean collapses the knee (seen with the small preset: every knee 0.04x the mean knee
+    wide). The predictor refuses, whether the fold configs or only the stage's training config say so."""
+    import json as json_module
+    import shutil
+
+    from kneel.errors import ModelError
+    from kneel.models.mirroring import trained_with_mirroring
+
+    def with_mirroring(name: str, fold_value: bool | None, resolved: str | None) -> Path:
+        model = tmp_path / name
+        shutil.copytree(model_dir, model)
+        for cfg_path in (model / "hc").glob("fold_*/config.json"):
+            cfg = json_module.loads(cfg_path.read_text())
+            cfg.setdefault("extra", {}).pop("mirror_augmentation", None)
+            if fold_value is not None:
+                cfg["extra"]["mirror_augmentation"] = fold_value
+            cfg_path.write_text(json_module.dumps(cfg))
+        if resolved is not None:
+            (model / "hc" / "config.resolved.yaml").write_text(resolved)
+        return model
+
+    for name, fold_value, resolved in (
+        ("keyed", False, None),
+        ("resolved", None, "augment:\n  flip_p: 0.0\n"),
+        ("no_augment", None, "augment: null\n"),
+    ):
+        model = with_mirroring(name, fold_value, resolved)
+        assert Predictor(model, knees="both", force=True).hc_mirroring is False  # without TTA it predicts as before
+        with pytest.raises(ModelError, match="trained without mirroring"):
+            Predictor(model, knees="both", force=True, flip_tta=True)
+
+    mirrored = with_mirroring("mirrored", None, "augment:\n  flip_p: 0.5\n")
+    predictor = Predictor(mirrored, knees="both", force=True, flip_tta=True)
+    assert predictor.hc_mirroring is True and predictor.uses_flip_tta
+    assert predictor.predict(films["bilateral"]).knees
+    assert trained_with_mirroring([], None) is None  # unknown (no configs, no training config): allowed
+    assert Predictor(with_mirroring("unknown", None, None), knees="both", force=True, flip_tta=True).uses_flip_tta

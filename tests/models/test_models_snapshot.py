@@ -62,6 +62,7 @@ def test_reference_layout_hc(parity_dir: Path, tmp_path: Path) -> None:
     _, config = load_fold(written[0])
     assert (config.preset, config.stage, config.fold, config.spacing_mm, config.crop) == ("kneel_hc", "hc", 0, 0.3, 450)
     assert config.extra["source_epoch"] == 57 and config.extra["nesting_layout"] == "fixed"
+    assert config.extra["mirror_augmentation"] is True  # the reference trained with RandomFlip
     ensemble = load_stage(tmp_path / "MODEL" / "hc")
     image = torch.from_numpy(np.load(parity_dir / "input.npy"))[:1]
     mean, spread = ensemble.predict(image)

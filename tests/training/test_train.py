@@ -78,6 +78,7 @@ def test_normalisation_is_exact_per_fold(trained: Path, prepared_data: Path, tin
 def test_hc_starts_from_lc_without_out_block(trained: Path) -> None:
     _, cfg = load_fold(trained / "hc" / "fold_1")
     assert cfg.extra["transferred_from"] == str(trained / "lc" / "fold_1")
+    assert cfg.extra["mirror_augmentation"] is False  # tiny_hc.yaml: flip_p 0 (mirror TTA is refused for it)
     model = create_model("kneel_tiny_hc")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     untouched = transfer_weights(model, trained / "lc" / "fold_1")

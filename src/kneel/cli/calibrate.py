@@ -27,7 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         metavar="MM",
-        help="knees with any landmark's radius above this are flagged 'uncertain' (default %(default)s mm)",
+        help="a landmark this far (mm) from the truth is 'far off'; knees likely to have one are flagged "
+        "'uncertain' (default %(default)s mm)",
+    )
+    parser.add_argument(
+        "--flag-probability",
+        type=float,
+        metavar="P",
+        help="flag a knee 'uncertain' when its estimated probability of a far-off landmark exceeds P "
+        "(default 1 - coverage)",
     )
     parser.add_argument(
         "--out",
@@ -38,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flip-tta",
         action="store_true",
-        help="predict each ROI mirrored too and use the mirror distance as a signal (then always on in predictions)",
+        help="predict each ROI mirrored too and use the mirror distance as a signal (then always on in predictions; "
+        "only for high-cost models trained on mirrored ROIs)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -53,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         coverage=args.coverage,
         flag_radius_mm=args.flag_radius,
+        flag_probability=args.flag_probability,
         spacing=args.spacing,
         progress=not args.no_progress,
         flip_tta=args.flip_tta,
@@ -71,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"radius at {cal.coverage:.0%}: {cal.multiplier:.2f} x the predicted error; "
         f"median {diag['median_radius_mm']:.2f} mm"
-        f" (mean error {diag['mean_error_mm']:.2f} mm); knees flagged 'uncertain' above {cal.flag_radius_mm:g} mm"
+        f" (mean error {diag['mean_error_mm']:.2f} mm)"
+    )
+    print(
+        f"knee flag: 'uncertain' when the estimated probability that a landmark lies {cal.flag_radius_mm:g} mm or "
+        f"more off exceeds {cal.flag_above:.0%}: {diag['knees_flagged']:.0%} of the calibration knees"
     )
     print(f"written: {result.path}")
     return 0

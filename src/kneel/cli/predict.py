@@ -51,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flip-tta",
         action="store_true",
-        help="also predict each ROI mirrored and average (mirror test-time augmentation); on by itself when the "
-        "model's calibration.json was fitted with it",
+        help="also predict each ROI mirrored and average (mirror test-time augmentation; only for high-cost "
+        "models trained on mirrored ROIs, refused otherwise); on by itself when the model's calibration.json "
+        "was fitted with it",
     )
     parser.add_argument("--device", default="cpu", help="where the networks run: cpu, cuda, cuda:1, ...")
     parser.add_argument(

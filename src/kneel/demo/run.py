@@ -233,7 +233,7 @@ def run_demo(
     runner.run(
         "calibrate",
         "calibrate the uncertainty radius on the calibration films",
-        {"version": 1},
+        {"version": 2},  # 2: the knee flag's far probability (knee_ratios)
         calibrate,
         clear=[paths.out / "predictions" / "calibration"],
         after=["synth_calibration", "train_hc"],

@@ -401,7 +401,8 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         doc.paragraph(
             "uncertainty_mm is a calibrated radius (kneel calibrate, fitted on the calibration films, none of them "
             "used in training): the true landmark should lie within it as often as the stated coverage says. A knee "
-            "is flagged 'uncertain' when any landmark's radius exceeds the calibration's flag radius."
+            "is flagged 'uncertain' when the calibration estimates more than a 1 - coverage chance that one of its "
+            "landmarks lies the flag radius (5 mm) or more off."
         )
         doc.table(uncertainty[0])
         doc.image(

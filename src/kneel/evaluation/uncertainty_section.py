@@ -246,7 +246,12 @@ def uncertainty_definition(items: Sequence[UncertaintySet]) -> str:
         if s.value is None:
             promises.append(f"{item.name}: no stated coverage ({s.source}), so the observed coverage judges nothing")
         else:
-            flag = f"; flagged uncertain when any radius exceeds {s.flag_radius_mm:g} mm" if s.flag_radius_mm else ""
+            flag = (
+                f"; flagged uncertain when the calibration gives more than 1 - coverage probability that a landmark "
+                f"lies {s.flag_radius_mm:g} mm or more off (older calibrations: when any radius exceeds it)"
+                if s.flag_radius_mm
+                else ""
+            )
             promises.append(f"{item.name}: radius at a stated {s.value:.0%} coverage (from {s.source}){flag}")
     return (
         "uncertainty_mm per landmark, quality per knee. Observed coverage: share of landmarks whose true position lies "

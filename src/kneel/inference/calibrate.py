@@ -59,6 +59,7 @@ def calibrate_model(
     out: str | os.PathLike[str] | None = None,
     coverage: float = DEFAULT_COVERAGE,
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM,
+    flag_probability: float | None = None,
     spacing: float | Sequence[float] | None = None,
     workers: int | None = 0,
     progress: bool = True,
@@ -74,7 +75,9 @@ def calibrate_model(
         ground_truth: landmark table ``file,side,landmark,x_px,y_px`` (or VIA / bf_landmarks, as ``kneel evaluate``).
         out: folder for the predictions (default ``MODEL/calibration_predictions``); resumable.
         coverage: stated coverage of the radius.
-        flag_radius_mm: knees with a larger radius on any landmark are ``"uncertain"``.
+        flag_radius_mm: the distance (mm) at which a landmark counts as far off for the knee flag.
+        flag_probability: knees whose probability of a far-off landmark exceeds this are ``"uncertain"`` (default
+            ``1 - coverage``).
         spacing: pixel spacing for images without one (PNG).
         workers: DataLoader workers of the prediction run.
         progress: progress bars.
@@ -109,7 +112,13 @@ def calibrate_model(
         raise CalibrationError("no predicted knee matches the ground truth (file names or sides differ?)", table)
     names = [s for s in SIGNALS if all(s in r for r in rows)]
     stacked = {s: np.stack([r[s] for r in rows]).reshape(-1, NUM_LANDMARKS) for s in names}
-    calibration = fit_calibration(stacked, np.stack(errors), coverage=coverage, flag_radius_mm=flag_radius_mm)
+    calibration = fit_calibration(
+        stacked,
+        np.stack(errors),
+        coverage=coverage,
+        flag_radius_mm=flag_radius_mm,
+        flag_probability=flag_probability,
+    )
     calibration.diagnostics["source"] = {
         "images": [str(p) for p in images],
         "ground_truth": str(ground_truth),

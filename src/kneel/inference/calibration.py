@@ -16,8 +16,14 @@ radius of a new landmark is ``multiplier x predicted error``: if the new knee is
 knees, the true landmark lies inside the radius with probability at least ``coverage`` (over landmarks and knees),
 and the radius is large where the signals say the prediction is hard.
 
-Knee quality derives from the radii: a knee is ``"uncertain"`` when any of its landmarks' radius exceeds
-``flag_radius_mm`` (5 mm by default: at that size a landmark is of little use for measurements).
+Knee quality is about the whole knee, not one landmark at a time: the held-back knees' ratio vectors (16 ratios
+each, ``knee_ratios``) are kept, and a new knee's ``far_probability``, the chance that *any* of its landmarks lies
+``flag_radius_mm`` (5 mm by default: at that size a landmark is of little use for measurements) or more from the
+truth, is estimated as the share of those vectors that would put one of its landmarks that far, given its predicted
+errors (``(1 + count) / (n + 1)``, on the safe side; the landmarks of a knee err together, and whole vectors keep
+that). A knee is ``"uncertain"`` when ``far_probability`` exceeds ``flag_probability`` (``1 - coverage`` unless
+set). Calibrations written before ``knee_ratios`` existed flag a knee when any per-landmark radius exceeds
+``flag_radius_mm``.
 
 The calibration is stored with the model (``MODEL/calibration.json``); :class:`~kneel.inference.Predictor` applies
 it when present.
@@ -78,6 +84,11 @@ class Calibration:
     multiplier: float
     """Conformal quantile of ``error / predicted error`` on the held-back half."""
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM
+    knee_ratios: list[list[float]] | None = None
+    """``error / predicted error`` of each held-back knee's 16 landmarks: the joint distribution behind
+    :meth:`far_probability` (``None`` in calibrations written before it existed)."""
+    flag_probability: float | None = None
+    """A knee is ``"uncertain"`` when its :meth:`far_probability` exceeds this (``None``: ``1 - coverage``)."""
     levels: dict[str, float] = field(default_factory=dict)
     """Conformal multipliers at other coverages (``"0.5"`` ... ``"0.95"``), for calibration plots."""
     n_knees: int = 0
@@ -105,8 +116,28 @@ class Calibration:
             raise CalibrationError(f"no multiplier stored for coverage {key} (stored: {', '.join(self.levels)})")
         return self.levels[key] * self.expected_error_mm(signals)
 
-    def quality(self, radius_mm: np.ndarray) -> str:
-        """``"ok"`` or ``"uncertain"`` for one knee's (16,) radii (NaN counts as uncertain)."""
+    @property
+    def flag_above(self) -> float:
+        """The far probability above which a knee is ``"uncertain"``."""
+        return 1.0 - self.coverage if self.flag_probability is None else float(self.flag_probability)
+
+    def far_probability(self, signals: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Per knee (signals of shape (..., 16) -> (...)): the estimated probability that any of its landmarks lies
+        ``flag_radius_mm`` or more from the truth; NaN where a signal is NaN; ``None`` without ``knee_ratios``."""
+        if self.knee_ratios is None:
+            return None
+        expected = self.expected_error_mm(signals)  # (..., 16)
+        ratios = np.asarray(self.knee_ratios, dtype=np.float64)  # (n, 16)
+        far = np.any(expected[..., None, :] * ratios >= self.flag_radius_mm, axis=-1)  # (..., n)
+        p = (1.0 + far.sum(axis=-1)) / (len(ratios) + 1.0)
+        return np.where(np.all(np.isfinite(expected), axis=-1), p, np.nan)
+
+    def quality(self, radius_mm: np.ndarray, far_probability: float | None = None) -> str:
+        """``"ok"`` or ``"uncertain"`` for one knee: from its far probability when given, else (older calibrations)
+        from its (16,) per-landmark radii against ``flag_radius_mm``; NaN counts as uncertain."""
+        if far_probability is not None:
+            p = float(far_probability)
+            return "ok" if math.isfinite(p) and p <= self.flag_above else "uncertain"
         r = np.asarray(radius_mm, dtype=np.float64)
         if not np.all(np.isfinite(r)) or float(np.max(r)) > self.flag_radius_mm:
             return "uncertain"
@@ -150,6 +181,16 @@ class Calibration:
             raise CalibrationError(f"malformed uncertainty calibration (signals {self.signals})", path)
         if not (0.0 < self.coverage < 1.0 and math.isfinite(self.multiplier) and self.multiplier > 0):
             raise CalibrationError("malformed uncertainty calibration (coverage or multiplier)", path)
+        if self.knee_ratios is not None:
+            try:
+                ratios = np.asarray(self.knee_ratios, dtype=np.float64)
+            except (TypeError, ValueError):
+                ratios = np.zeros((0,))
+            if ratios.ndim != 2 or ratios.shape[1] != NUM_LANDMARKS or not np.all(ratios >= 0):
+                raise CalibrationError("malformed uncertainty calibration (knee_ratios)", path)
+        p = self.flag_probability
+        if p is not None and not (isinstance(p, int | float) and 0.0 < p < 1.0):
+            raise CalibrationError("malformed uncertainty calibration (flag_probability)", path)
 
 
 # ---------------------------------------------------------------------------------------------------------- fitting
@@ -194,6 +235,7 @@ def fit_calibration(
     coverage: float = DEFAULT_COVERAGE,
     use: tuple[str, ...] | None = None,
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM,
+    flag_probability: float | None = None,
     seed: int = 0,
 ) -> Calibration:
     """Fit the difficulty model on half of the knees and the conformal multiplier on the other half.
@@ -203,11 +245,15 @@ def fit_calibration(
         errors: (N, 16) distance in mm between prediction and truth.
         coverage: stated probability that the truth lies inside the radius (0-1).
         use: the signals to use (default: every finite one given).
-        flag_radius_mm: a knee with any radius above this is ``"uncertain"``.
+        flag_radius_mm: the distance (mm) that makes a landmark "far off" for the knee's flag.
+        flag_probability: a knee whose probability of a far-off landmark exceeds this is ``"uncertain"`` (default
+            ``1 - coverage``).
         seed: seed of the random half split (by knee).
     """
     if not 0.0 < coverage < 1.0:
         raise CalibrationError(f"coverage must be between 0 and 1, not {coverage}")
+    if flag_probability is not None and not 0.0 < flag_probability < 1.0:
+        raise CalibrationError(f"flag_probability must be between 0 and 1, not {flag_probability}")
     err = np.asarray(errors, dtype=np.float64)
     if err.ndim != 2 or err.shape[1] != NUM_LANDMARKS:
         raise CalibrationError(f"errors must be (knees, {NUM_LANDMARKS}), got {err.shape}")
@@ -247,11 +293,14 @@ def fit_calibration(
     ratios = err[conf_idx] / expected
     calibration.multiplier = _conformal_quantile(ratios.reshape(-1), coverage)
     calibration.levels = {f"{c:g}": _conformal_quantile(ratios.reshape(-1), c) for c in PLOT_LEVELS}
+    calibration.knee_ratios = [[float(r) for r in row] for row in ratios]
+    calibration.flag_probability = None if flag_probability is None else float(flag_probability)
     radius = calibration.radius_mm(sig)
     calibration.diagnostics = {
         "rank_correlation": signal_rank_correlations(sig, err),
         "calibrated_rank_correlation": signal_rank_correlations({"radius": radius}, err)["radius"],
         "coverage_conformal_half": float(np.mean(err[conf_idx] <= radius[conf_idx])),
+        "knees_flagged": float(np.mean(calibration.far_probability(sig) > calibration.flag_above)),
         "median_radius_mm": float(np.median(radius)),
         "mean_error_mm": float(np.mean(err)),
     }

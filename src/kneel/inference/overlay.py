@@ -77,7 +77,13 @@ def _legend_lines(prediction: RadiographPrediction) -> list[tuple[str, tuple[int
     """(marker, colour, text) per legend line: ``dot`` or ``ring``."""
     knees = list(prediction)
     flag = next((k.flag_radius_mm for k in knees if k.flag_radius_mm is not None), None)
-    rule = f"a radius > {flag:g} mm or none" if flag is not None else "fold spread too large (not calibrated)"
+    joint = next((k for k in knees if k.far_probability is not None and k.flag_probability is not None), None)
+    if joint is not None:
+        rule = f"P(a landmark >= {flag:g} mm off) > {joint.flag_probability:.0%}"
+    elif flag is not None:
+        rule = f"a radius > {flag:g} mm or none"
+    else:
+        rule = "fold spread too large (not calibrated)"
     lines = [("dot", OK_COLOUR, "ok knee"), ("dot", UNCERTAIN_COLOUR, f"uncertain knee: {rule}")]
     circled = [k for k in knees if _circled(k)]
     if circled:

@@ -67,6 +67,7 @@ from kneel.inference.reference_geometry import (
 )
 from kneel.inference.results import KneePrediction, RadiographPrediction
 from kneel.landmarks import CENTRE_LANDMARK, KneeSide
+from kneel.models.mirroring import trained_with_mirroring
 
 __all__ = ["Predictor", "Preparer", "PreparedRadiograph", "LcJob", "PREPARE_FAILED"]
 
@@ -377,6 +378,7 @@ class Predictor:
         lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
         hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
         self.flip_tta = bool(flip_tta)
+        self.hc_mirroring = trained_with_mirroring(hc.configs, root / "hc")
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, str(root), lc_dir)
 
     @classmethod
@@ -397,6 +399,7 @@ class Predictor:
         """A predictor from two loaded :class:`~kneel.models.FoldEnsemble` objects (or anything with ``predict``)."""
         self = cls.__new__(cls)
         self.flip_tta = bool(flip_tta)
+        self.hc_mirroring = trained_with_mirroring(getattr(hc, "configs", []))
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, None)
         return self
 
@@ -423,6 +426,14 @@ class Predictor:
             force=force,
         )
         self.calibration = self._find_calibration(model_dir)
+        if self.uses_flip_tta and self.hc_mirroring is False:
+            why = "asked for" if self.calibration is None else "needed by the model's uncertainty calibration"
+            raise ModelError(
+                f"mirror test-time augmentation ({why}) needs a high-cost model trained on mirrored ROIs; this one was "
+                "trained without mirroring (augment.flip_p 0), so it reads a mirrored ROI as a right knee and the mean "
+                "of the two predictions would collapse the knee. Predict without --flip-tta",
+                None if model_dir is None else Path(model_dir) / "hc",
+            )
 
     def _find_calibration(self, model_dir: str | None) -> Calibration | None:
         """The model's uncertainty calibration, if it has one that applies to these settings."""
@@ -446,11 +457,18 @@ class Predictor:
             self.flip_tta = True
         return calibration
 
-    def _knee_uncertainty(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, float | None, float | None]:
-        """(uncertainty_mm, coverage, flag radius): the calibrated radius, or the fold spread without calibration."""
-        if self.calibration is None:
-            return signals["spread"], None, None
-        return self.calibration.radius_mm(signals), self.calibration.coverage, self.calibration.flag_radius_mm
+    def _knee_uncertainty(
+        self, signals: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, float | None, float | None, float | None, float | None]:
+        """(uncertainty_mm, coverage, flag radius, far probability, flag probability): calibrated, or the fold spread
+        and ``None`` without a calibration."""
+        cal = self.calibration
+        if cal is None:
+            return signals["spread"], None, None, None, None
+        far = cal.far_probability(signals)
+        if far is None:
+            return cal.radius_mm(signals), cal.coverage, cal.flag_radius_mm, None, None
+        return cal.radius_mm(signals), cal.coverage, cal.flag_radius_mm, float(far), cal.flag_above
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -663,7 +681,7 @@ class Predictor:
                 item.spacing,
                 shape_residual_mm=fit.residual_mm,
             )
-            uncertainty, coverage, flag_radius = self._knee_uncertainty(signals)
+            uncertainty, coverage, flag_radius, far, flag_probability = self._knee_uncertainty(signals)
             knees[job.item][job.side] = KneePrediction(
                 side=job.side,
                 landmarks_px=np.asarray(job.result, dtype=np.float64),
@@ -675,6 +693,8 @@ class Predictor:
                 signals=signals,
                 uncertainty_coverage=coverage,
                 flag_radius_mm=flag_radius,
+                far_probability=far,
+                flag_probability=flag_probability,
             )
         settings = self.settings
         out = []

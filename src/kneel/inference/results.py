@@ -84,7 +84,13 @@ class KneePrediction:
     uncertainty_coverage: float | None = None
     """Stated coverage of ``uncertainty_mm`` when it is a calibrated radius; ``None`` when it is the fold spread."""
     flag_radius_mm: float | None = None
-    """With a calibration: the knee is ``"uncertain"`` when any radius exceeds this."""
+    """With a calibration: the distance (mm) at which a landmark counts as far off for the flag."""
+    far_probability: float | None = None
+    """With a calibration: the estimated probability that any landmark lies ``flag_radius_mm`` or more from the
+    truth (:meth:`kneel.inference.calibration.Calibration.far_probability`); ``None`` for older calibrations, whose
+    flag compares each landmark's radius with ``flag_radius_mm``."""
+    flag_probability: float | None = None
+    """With ``far_probability``: the knee is ``"uncertain"`` when it exceeds this."""
 
     @property
     def landmarks_mm(self) -> np.ndarray:
@@ -97,6 +103,9 @@ class KneePrediction:
         """``"ok"`` or ``"uncertain"``: from the calibrated radii when calibrated, else the fold-spread rule."""
         if self.flag_radius_mm is None:
             return quality_flag(self.uncertainty_mm)
+        if self.far_probability is not None and self.flag_probability is not None:
+            p = float(self.far_probability)
+            return "ok" if np.isfinite(p) and p <= self.flag_probability else "uncertain"
         u = np.asarray(self.uncertainty_mm, dtype=np.float64)
         return "ok" if np.all(np.isfinite(u)) and float(np.max(u)) <= self.flag_radius_mm else "uncertain"
 
@@ -112,6 +121,8 @@ class KneePrediction:
             "lc_uncertainty_mm": float(self.lc_uncertainty_mm),
             "uncertainty_coverage": self.uncertainty_coverage,
             "flag_radius_mm": self.flag_radius_mm,
+            "far_probability": self.far_probability,
+            "flag_probability": self.flag_probability,
             "signals": {name: np.asarray(v, dtype=np.float64).tolist() for name, v in self.signals.items()},
         }
 
@@ -128,6 +139,8 @@ class KneePrediction:
             signals={k: np.asarray(v, dtype=np.float64) for k, v in (data.get("signals") or {}).items()},
             uncertainty_coverage=data.get("uncertainty_coverage"),
             flag_radius_mm=data.get("flag_radius_mm"),
+            far_probability=data.get("far_probability"),
+            flag_probability=data.get("flag_probability"),
         )
 
 

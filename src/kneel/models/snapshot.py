@@ -27,6 +27,7 @@ import torch
 
 from kneel.errors import ModelError, option
 from kneel.models._registry import get_preset, list_presets
+from kneel.models.mirroring import MIRROR_KEY
 from kneel.models.weights import (
     STAGES,
     ModelConfig,
@@ -278,6 +279,7 @@ def convert_snapshot(
             "source_epoch": None if epoch is None else int(epoch),
             "nesting_layout": detect_layout(state),
             "mean_std": str(mean_std),
+            MIRROR_KEY: True,  # the reference's geometric augmentation mirrors (RandomFlip p 0.5, indices kept)
         }
         model = build_model(config)
         load_state_dict_into(model, state, source)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from kneel.errors import ConfigError, KneelError, option
 from kneel.io.atomic import atomic_write_text
 from kneel.landmarks import CENTRE_LANDMARK, LANDMARKS
+from kneel.models.mirroring import MIRROR_KEY, augment_mirrors
 from kneel.training.checkpoint import (
     LAST_CHECKPOINT,
     check_resume_config,
@@ -610,6 +611,7 @@ def _train_fold(
                         "val_loss": val_loss,
                         "val_mean_mm": row["val_mean_mm"],
                         "transferred_from": transferred_from,
+                        MIRROR_KEY: augment_mirrors(config.augment),
                     }
                     save_fold(runner.eval_model, model_config, fold_dir)
                 save_checkpoint(
