@@ -49,3 +49,10 @@ def test_ray_example_on_a_local_ray(model_dir, films, tmp_path):
     assert sorted(table["file"].unique()) == ["aniso", "bilateral.dcm"]
     assert len(table) == 2 * 32
     assert table["error"].isna().all()
+    # The same landmarks as the pipeline run in this process (kneel predict's code) on the same files.
+    predictor = Predictor(model_dir, knees="both", force=True)
+    for name, path in (("aniso", films["aniso"]), ("bilateral.dcm", films["bilateral"])):
+        result = predictor.predict(path)
+        for side, knee in result.knees.items():
+            rows = table[(table["file"] == name) & (table["side"] == side.value)].sort_values("landmark")
+            np.testing.assert_allclose(rows[["x_px", "y_px"]].to_numpy(), knee.landmarks_px, atol=1e-6)
