@@ -53,8 +53,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 ENV = "KNEEL_REFERENCE_DIR"
 SCRIPT = Path("scripts") / "inference_new_data.py"
-PROGRAMS = ("original", "kneel", "kneel-ref")
-"""The original; ``kneel predict`` (exact geometry); ``kneel predict --reference-geometry``."""
+PROGRAMS = ("original", "kneel", "kneel-ref", "kneel-bf16", "kneel-int8")
+"""The original; ``kneel predict`` (exact geometry); ``kneel predict --reference-geometry``; the exact geometry in
+bfloat16 and in int8 (``--precision``)."""
+PRECISION = {"kneel": "fp32", "kneel-ref": "fp32", "kneel-bf16": "bf16", "kneel-int8": "int8"}
 
 _COMPOSE_SHIM = '''class Compose:
     """Stand-in for torchvision.transforms.Compose: apply the callables in order."""
@@ -123,7 +125,9 @@ def run_reference(
     return wall, peak, work / f"{dataset}_inference" / "preds_unpadded_refined.npz"
 
 
-def run_kneel(films: Path, model: Path, out: Path, reference_geometry: bool) -> tuple[float, float]:
+def run_kneel(
+    films: Path, model: Path, out: Path, reference_geometry: bool, precision: str = "fp32"
+) -> tuple[float, float]:
     """``kneel predict`` on ``films`` (both knees, refine on, default workers) into a fresh ``out``."""
     shutil.rmtree(out, ignore_errors=True)
     kneel = Path(sys.executable).with_name("kneel")
@@ -131,7 +135,33 @@ def run_kneel(films: Path, model: Path, out: Path, reference_geometry: bool) -> 
     cmd += ["predict", str(films), "--model", str(model), "--out", str(out), "--knees", "both", "--force", "--quiet"]
     if reference_geometry:
         cmd.append("--reference-geometry")
+    if precision != "fp32":
+        cmd += ["--precision", precision]
     return run_measured(cmd)
+
+
+def network_floor(model: Path, precision: str, repeats: int = 5) -> float:
+    """Seconds per film of the networks alone, as ``kneel predict`` calls them: one low-cost batch of the two film
+    halves and two high-cost batches of the two knees (the first pass and the refined one), each the median of
+    ``repeats`` timed calls after a warm-up, in this process with the command's default threads."""
+    import torch
+
+    from kneel.models import load_stage
+
+    total = 0.0
+    for stage, images, passes in (("lc", 2, 1), ("hc", 2, 2)):
+        ens = load_stage(model / stage, "cpu", precision=precision)  # type: ignore[arg-type]
+        size = ens.config.crop
+        batch = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (images, 1, size, size)).astype(np.float32))
+        call = getattr(ens, "predict_with_heatmap_radius", None) or ens.predict
+        call(batch)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call(batch)
+            times.append(time.perf_counter() - t0)
+        total += passes * float(np.median(times))
+    return total
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -304,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=77, help="seed of the synthetic films")
     parser.add_argument("--counts", type=int, nargs=2, default=(2, 8), help="the two film counts (default 2 8)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
-    parser.add_argument("--programs", nargs="+", choices=PROGRAMS, default=list(PROGRAMS))
+    parser.add_argument("--programs", nargs="+", choices=PROGRAMS, default=list(PROGRAMS[:4]))
     parser.add_argument("--out", type=Path, default=ROOT / "bench_output" / "vs_reference")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the networks alone (the floor of kneel predict's time per film)")  # fmt: skip
     args = parser.parse_args(argv)
 
     ref, why = find_reference(args.reference)
@@ -345,23 +377,31 @@ def main(argv: list[str] | None = None) -> int:
                     out = npz
                 else:
                     out = work / f"{program}_f{n}"
-                    wall, peak = run_kneel(sets[n], model, out, reference_geometry=program == "kneel-ref")
+                    wall, peak = run_kneel(sets[n], model, out, program == "kneel-ref", PRECISION[program])
                 walls.setdefault((program, n), []).append(wall)
                 peaks[program] = max(peaks.get(program, 0.0), peak)
                 if n == large:
                     outputs[program] = out
                 print(f"round {r + 1}: {program:9s} {n:3d} films {wall:7.1f} s, peak {peak:6.0f} MB", flush=True)
 
+    floors = {}
+    if args.floor:
+        for program in args.programs:
+            if program in ("kneel", "kneel-bf16", "kneel-int8"):
+                floors[program] = network_floor(model, PRECISION[program])
+                print(f"network floor {program}: {floors[program]:.3f} s per film", flush=True)
     rows = []
     for program in args.programs:
         t_small, t_large = _median(walls[(program, small)]), _median(walls[(program, large)])
         per_film = (t_large - t_small) / (large - small)
         rows.append({"program": program, "s_per_film": per_film, "startup_s": t_small - small * per_film,
-                     "peak_mb": peaks[program], f"wall_{small}": t_small, f"wall_{large}": t_large})  # fmt: skip
+                     "peak_mb": peaks[program], f"wall_{small}": t_small, f"wall_{large}": t_large,
+                     "floor_s_per_film": floors.get(program)})  # fmt: skip
+    original = next((r["s_per_film"] for r in rows if r["program"] == "original"), None)
     agree: dict[str, dict[str, float]] = {}
     if "original" in outputs:
         ref_points = reference_landmarks(outputs["original"])
-        for program in ("kneel-ref", "kneel"):
+        for program in ("kneel-ref", "kneel", "kneel-bf16", "kneel-int8"):
             if program in outputs:
                 ours, spacing = kneel_landmarks(outputs[program])
                 agree[program] = agreement(ref_points, ours, spacing)
@@ -370,20 +410,30 @@ def main(argv: list[str] | None = None) -> int:
     date = started.strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"vs_reference: {date} on {socket.gethostname()}, {os.cpu_count()} CPUs; {len(films[:large])} films "
-        f"({args.films_dir or f'kneel.synth seed {args.seed}'}), model {args.model}, refine on, fp32, "
+        f"({args.films_dir or f'kneel.synth seed {args.seed}'}), model {args.model}, refine on, "
         f"{args.rounds} rounds",
         f"load before: {load_before}",
         f"load after:  {load_after}",
         f"weights: the original's snapshot and kneel's converted copy of it (mean/std folded into the first "
         f"convolution changed by up to {change:.3g} grey levels; 0 = exact)",
         "",
-        f"| program | s per film ({small} vs {large} films) | start-up s | peak memory MB |",
-        "|---|---|---|---|",
+        f"| program | s per film ({small} vs {large} films) | vs the original | network floor s | command / floor "
+        "| start-up s | peak memory MB |",
+        "|---|---|---|---|---|---|---|",
     ]
-    names = {"original": "original KNEEL", "kneel": "kneel predict", "kneel-ref": "kneel predict --reference-geometry"}
+    names = {
+        "original": "original KNEEL",
+        "kneel": "kneel predict",
+        "kneel-ref": "kneel predict --reference-geometry",
+        "kneel-bf16": "kneel predict --precision bf16",
+        "kneel-int8": "kneel predict --precision int8",
+    }
     for row in rows:
-        lines.append(f"| {names[row['program']]} | {row['s_per_film']:.2f} | {row['startup_s']:.1f} "
-                     f"| {row['peak_mb']:.0f} |")  # fmt: skip
+        speed = f"{original / row['s_per_film']:.2f}x" if original and row["program"] != "original" else ""
+        floor = row["floor_s_per_film"]
+        floor_text = "" if floor is None else f"{floor:.2f} | {row['s_per_film'] / floor:.2f}"
+        lines.append(f"| {names[row['program']]} | {row['s_per_film']:.2f} | {speed} | "
+                     f"{floor_text or ' | '} | {row['startup_s']:.1f} | {row['peak_mb']:.0f} |")  # fmt: skip
     if agree:
         lines += ["", "| landmarks vs the original | knees | mean px | max px | mean mm | max mm | > 0.1 px |",
                   "|---|---|---|---|---|---|---|"]  # fmt: skip
