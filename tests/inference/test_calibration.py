@@ -78,7 +78,7 @@ def test_far_probability_matches_the_closed_form_and_drives_the_flag():
     ``1 - prod_k (1 - exp(-R^2 / (2 sigma_k^2)))``; the calibration estimates it from its held-back ratio vectors."""
     rng = np.random.default_rng(4)
     signals, errors, _ = _cohort(rng, 1200)
-    cal = fit_calibration(signals, errors, coverage=0.9, flag_radius_mm=12.0)  # 12 mm: about half the knees ok
+    cal = fit_calibration(signals, errors, coverage=0.9, flag_radius_mm=12.0, review_fraction=0.0)  # 12 mm: half ok
     assert len(cal.knee_ratios) == cal.n_conformal == 600 and cal.flag_above == pytest.approx(0.1)
     fresh_signals, fresh_errors, fresh_sigma = _cohort(rng, 1000)
     p = cal.far_probability(fresh_signals)
@@ -96,18 +96,39 @@ def test_far_probability_matches_the_closed_form_and_drives_the_flag():
     assert np.mean(far[flagged]) > 2 * np.mean(far[~flagged])
     assert np.mean(far[flagged]) == pytest.approx(np.mean(p[flagged]), abs=0.04)  # calibrated among flagged knees too
     # Another threshold, and a NaN signal (no estimate: uncertain).
-    strict = fit_calibration(signals, errors, coverage=0.9, flag_radius_mm=12.0, flag_probability=0.02)
+    strict = fit_calibration(signals, errors, flag_radius_mm=12.0, flag_probability=0.02, review_fraction=0.0)
     assert strict.flag_above == 0.02 and np.mean(strict.far_probability(fresh_signals) > 0.02) > np.mean(p > 0.1)
     nan_signals = {k: v[:1].copy() for k, v in fresh_signals.items()}
     nan_signals["spread"][0, 3] = np.nan
     assert np.isnan(cal.far_probability(nan_signals)[0]) and cal.quality(np.ones(K), float("nan")) == "uncertain"
 
 
+def test_review_rule_flags_the_least_certain_share_of_knees():
+    """``review_fraction`` 0.2: on fresh knees like the calibration knees, about 20 % have a largest radius above
+    ``review_radius_mm`` and are flagged, and they hold most of the far-off knees (the radius follows sigma)."""
+    rng = np.random.default_rng(7)
+    signals, errors, _ = _cohort(rng, 800)
+    cal = fit_calibration(signals, errors, flag_radius_mm=15.0, review_fraction=0.2)
+    fresh_signals, fresh_errors, _ = _cohort(rng, 2000)
+    radius, far = cal.radius_mm(fresh_signals), cal.far_probability(fresh_signals)
+    review = radius.max(axis=1) > cal.review_radius_mm
+    assert np.mean(review) == pytest.approx(0.2, abs=0.03)
+    quality = np.array([cal.quality(r, p) for r, p in zip(radius, far, strict=True)])
+    assert np.array_equal(quality == "uncertain", review | (far > cal.flag_above))
+    outliers = np.any(fresh_errors >= 15.0, axis=1)
+    flagged = quality == "uncertain"
+    assert outliers.sum() >= 20 and np.mean(flagged[outliers]) > 2 * np.mean(flagged[~outliers])
+    off = fit_calibration(signals, errors, review_fraction=0.0)
+    assert off.review_radius_mm is None and off.review_fraction == 0.0
+    with pytest.raises(CalibrationError, match="review_fraction"):
+        fit_calibration(signals, errors, review_fraction=1.0)
+
+
 def test_older_calibrations_without_knee_ratios_keep_the_per_landmark_rule(tmp_path):
     rng = np.random.default_rng(5)
     signals, errors, _ = _cohort(rng, 60)
     data = fit_calibration(signals, errors, flag_radius_mm=5.0).to_dict()
-    del data["knee_ratios"], data["flag_probability"]
+    del data["knee_ratios"], data["flag_probability"], data["review_fraction"], data["review_radius_mm"]
     (tmp_path / "calibration.json").write_text(json.dumps(data))
     old = Calibration.load(tmp_path)
     assert old.knee_ratios is None and old.far_probability(signals) is None

@@ -151,7 +151,9 @@ def test_a_calibration_fitted_with_mirror_tta_turns_it_on(model_dir, films, tmp_
     cal = predictor.calibration
     assert knee.far_probability == pytest.approx(float(cal.far_probability(knee.signals)))
     assert 0 < knee.far_probability <= 1 and knee.flag_probability == pytest.approx(0.1)
-    assert knee.quality == ("ok" if knee.far_probability <= 0.1 else "uncertain")
+    review = float(np.max(knee.uncertainty_mm)) > cal.review_radius_mm  # among the least certain 20 %
+    assert knee.review_radius_mm == cal.review_radius_mm
+    assert knee.quality == ("uncertain" if knee.far_probability > 0.1 or review else "ok")
     back = type(knee).from_dict(json.loads(json.dumps(knee.to_dict())), knee.spacing)
     assert back.far_probability == knee.far_probability and back.quality == knee.quality
 

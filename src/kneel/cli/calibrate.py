@@ -38,6 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 1 - coverage)",
     )
     parser.add_argument(
+        "--review-fraction",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="also flag the knees whose largest radius exceeds that of the least certain share F of the calibration "
+        "knees: the knees to review first (default %(default)s; 0: off)",
+    )
+    parser.add_argument(
         "--out",
         metavar="DIR",
         help="folder for the calibration run's predictions (default MODEL/calibration_predictions)",
@@ -63,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         coverage=args.coverage,
         flag_radius_mm=args.flag_radius,
         flag_probability=args.flag_probability,
+        review_fraction=args.review_fraction,
         spacing=args.spacing,
         progress=not args.no_progress,
         flip_tta=args.flip_tta,
@@ -85,7 +94,14 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"knee flag: 'uncertain' when the estimated probability that a landmark lies {cal.flag_radius_mm:g} mm or "
-        f"more off exceeds {cal.flag_above:.0%}: {diag['knees_flagged']:.0%} of the calibration knees"
+        f"more off exceeds {cal.flag_above:.0%}"
+        + (
+            f" or the largest radius exceeds {cal.review_radius_mm:.2f} mm (the least certain "
+            f"{cal.review_fraction:.0%} of these knees)"
+            if cal.review_radius_mm is not None
+            else ""
+        )
+        + f": {diag['knees_flagged']:.0%} of the calibration knees"
     )
     print(f"written: {result.path}")
     return 0

@@ -18,6 +18,7 @@ import numpy as np
 from kneel.inference.calibration import (
     DEFAULT_COVERAGE,
     DEFAULT_FLAG_RADIUS_MM,
+    DEFAULT_REVIEW_FRACTION,
     SIGNALS,
     Calibration,
     CalibrationError,
@@ -60,6 +61,7 @@ def calibrate_model(
     coverage: float = DEFAULT_COVERAGE,
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM,
     flag_probability: float | None = None,
+    review_fraction: float = DEFAULT_REVIEW_FRACTION,
     spacing: float | Sequence[float] | None = None,
     workers: int | None = 0,
     progress: bool = True,
@@ -78,6 +80,8 @@ def calibrate_model(
         flag_radius_mm: the distance (mm) at which a landmark counts as far off for the knee flag.
         flag_probability: knees whose probability of a far-off landmark exceeds this are ``"uncertain"`` (default
             ``1 - coverage``).
+        review_fraction: also flag the knees whose largest radius exceeds that of this share of the calibration
+            knees (the least certain); 0: off.
         spacing: pixel spacing for images without one (PNG).
         workers: DataLoader workers of the prediction run.
         progress: progress bars.
@@ -118,6 +122,7 @@ def calibrate_model(
         coverage=coverage,
         flag_radius_mm=flag_radius_mm,
         flag_probability=flag_probability,
+        review_fraction=review_fraction,
     )
     calibration.diagnostics["source"] = {
         "images": [str(p) for p in images],

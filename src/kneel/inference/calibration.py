@@ -21,8 +21,11 @@ each, ``knee_ratios``) are kept, and a new knee's ``far_probability``, the chanc
 ``flag_radius_mm`` (5 mm by default: at that size a landmark is of little use for measurements) or more from the
 truth, is estimated as the share of those vectors that would put one of its landmarks that far, given its predicted
 errors (``(1 + count) / (n + 1)``, on the safe side; the landmarks of a knee err together, and whole vectors keep
-that). A knee is ``"uncertain"`` when ``far_probability`` exceeds ``flag_probability`` (``1 - coverage`` unless
-set). Calibrations written before ``knee_ratios`` existed flag a knee when any per-landmark radius exceeds
+that). Far-off landmarks are rare and, with models that err little, hard to foresee, so this probability rarely
+gets large; the flag therefore also marks the knees to review first: a knee is ``"uncertain"`` when its largest
+radius exceeds ``review_radius_mm`` (the radius that the least certain ``review_fraction`` of the calibration knees
+exceed, 20 % by default) or its ``far_probability`` exceeds ``flag_probability`` (``1 - coverage`` unless set).
+Calibrations written before ``knee_ratios`` existed flag a knee when any per-landmark radius exceeds
 ``flag_radius_mm``.
 
 The calibration is stored with the model (``MODEL/calibration.json``); :class:`~kneel.inference.Predictor` applies
@@ -49,10 +52,12 @@ __all__ = [
     "CALIBRATION_FILE",
     "DEFAULT_COVERAGE",
     "DEFAULT_FLAG_RADIUS_MM",
+    "DEFAULT_REVIEW_FRACTION",
     "PLOT_LEVELS",
     "Calibration",
     "CalibrationError",
     "fit_calibration",
+    "knee_quality",
     "signal_rank_correlations",
 ]
 
@@ -61,6 +66,7 @@ SIGNALS: tuple[str, ...] = ("spread", "heatmap", "refine_shift", "flip", "shape"
 CALIBRATION_FILE = "calibration.json"
 DEFAULT_COVERAGE = 0.9
 DEFAULT_FLAG_RADIUS_MM = 5.0
+DEFAULT_REVIEW_FRACTION = 0.2
 PLOT_LEVELS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 _FLOOR_MM = 0.05
 """Signals and errors below this (mm) are treated as this before taking logs (sub-pixel noise)."""
@@ -89,6 +95,10 @@ class Calibration:
     :meth:`far_probability` (``None`` in calibrations written before it existed)."""
     flag_probability: float | None = None
     """A knee is ``"uncertain"`` when its :meth:`far_probability` exceeds this (``None``: ``1 - coverage``)."""
+    review_fraction: float | None = None
+    """Share of the calibration knees whose largest radius exceeds :attr:`review_radius_mm` (the review budget)."""
+    review_radius_mm: float | None = None
+    """A knee whose largest radius exceeds this is ``"uncertain"`` (``None``: no review rule)."""
     levels: dict[str, float] = field(default_factory=dict)
     """Conformal multipliers at other coverages (``"0.5"`` ... ``"0.95"``), for calibration plots."""
     n_knees: int = 0
@@ -133,12 +143,11 @@ class Calibration:
         return np.where(np.all(np.isfinite(expected), axis=-1), p, np.nan)
 
     def quality(self, radius_mm: np.ndarray, far_probability: float | None = None) -> str:
-        """``"ok"`` or ``"uncertain"`` for one knee: from its far probability when given, else (older calibrations)
-        from its (16,) per-landmark radii against ``flag_radius_mm``; NaN counts as uncertain."""
-        if far_probability is not None:
-            p = float(far_probability)
-            return "ok" if math.isfinite(p) and p <= self.flag_above else "uncertain"
+        """``"ok"`` or ``"uncertain"`` for one knee from its (16,) radii and far probability (module docstring);
+        without a far probability (older calibrations) from the radii against ``flag_radius_mm``; NaN is uncertain."""
         r = np.asarray(radius_mm, dtype=np.float64)
+        if far_probability is not None:
+            return knee_quality(r, far_probability, self.flag_above, self.review_radius_mm)
         if not np.all(np.isfinite(r)) or float(np.max(r)) > self.flag_radius_mm:
             return "uncertain"
         return "ok"
@@ -191,6 +200,25 @@ class Calibration:
         p = self.flag_probability
         if p is not None and not (isinstance(p, int | float) and 0.0 < p < 1.0):
             raise CalibrationError("malformed uncertainty calibration (flag_probability)", path)
+        f, r = self.review_fraction, self.review_radius_mm
+        if f is not None and not (isinstance(f, int | float) and 0.0 <= f < 1.0):
+            raise CalibrationError("malformed uncertainty calibration (review_fraction)", path)
+        if r is not None and not (isinstance(r, int | float) and r > 0):
+            raise CalibrationError("malformed uncertainty calibration (review_radius_mm)", path)
+
+
+def knee_quality(
+    radius_mm: np.ndarray, far_probability: float, flag_probability: float, review_radius_mm: float | None
+) -> str:
+    """``"uncertain"`` when a radius or the far probability is not finite, the far probability exceeds
+    ``flag_probability``, or the largest radius exceeds ``review_radius_mm`` (when set); else ``"ok"``."""
+    r = np.asarray(radius_mm, dtype=np.float64)
+    p = float(far_probability)
+    if not (np.all(np.isfinite(r)) and math.isfinite(p)) or p > flag_probability:
+        return "uncertain"
+    if review_radius_mm is not None and float(np.max(r)) > review_radius_mm:
+        return "uncertain"
+    return "ok"
 
 
 # ---------------------------------------------------------------------------------------------------------- fitting
@@ -236,6 +264,7 @@ def fit_calibration(
     use: tuple[str, ...] | None = None,
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM,
     flag_probability: float | None = None,
+    review_fraction: float = DEFAULT_REVIEW_FRACTION,
     seed: int = 0,
 ) -> Calibration:
     """Fit the difficulty model on half of the knees and the conformal multiplier on the other half.
@@ -248,12 +277,16 @@ def fit_calibration(
         flag_radius_mm: the distance (mm) that makes a landmark "far off" for the knee's flag.
         flag_probability: a knee whose probability of a far-off landmark exceeds this is ``"uncertain"`` (default
             ``1 - coverage``).
+        review_fraction: share of the calibration knees (those with the largest radius) that the review rule flags;
+            0 turns the rule off.
         seed: seed of the random half split (by knee).
     """
     if not 0.0 < coverage < 1.0:
         raise CalibrationError(f"coverage must be between 0 and 1, not {coverage}")
     if flag_probability is not None and not 0.0 < flag_probability < 1.0:
         raise CalibrationError(f"flag_probability must be between 0 and 1, not {flag_probability}")
+    if not 0.0 <= review_fraction < 1.0:
+        raise CalibrationError(f"review_fraction must be at least 0 and below 1, not {review_fraction}")
     err = np.asarray(errors, dtype=np.float64)
     if err.ndim != 2 or err.shape[1] != NUM_LANDMARKS:
         raise CalibrationError(f"errors must be (knees, {NUM_LANDMARKS}), got {err.shape}")
@@ -296,11 +329,18 @@ def fit_calibration(
     calibration.knee_ratios = [[float(r) for r in row] for row in ratios]
     calibration.flag_probability = None if flag_probability is None else float(flag_probability)
     radius = calibration.radius_mm(sig)
+    calibration.review_fraction = float(review_fraction)
+    if review_fraction > 0:  # the radius that the least certain review_fraction of the calibration knees exceed
+        calibration.review_radius_mm = float(np.quantile(radius.max(axis=1), 1.0 - review_fraction))
+    far = calibration.far_probability(sig)
     calibration.diagnostics = {
         "rank_correlation": signal_rank_correlations(sig, err),
         "calibrated_rank_correlation": signal_rank_correlations({"radius": radius}, err)["radius"],
         "coverage_conformal_half": float(np.mean(err[conf_idx] <= radius[conf_idx])),
-        "knees_flagged": float(np.mean(calibration.far_probability(sig) > calibration.flag_above)),
+        "review_radius_mm": calibration.review_radius_mm,
+        "knees_flagged": float(
+            np.mean([calibration.quality(r, p) == "uncertain" for r, p in zip(radius, far, strict=True)])
+        ),
         "median_radius_mm": float(np.median(radius)),
         "mean_error_mm": float(np.mean(err)),
     }

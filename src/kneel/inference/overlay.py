@@ -80,6 +80,8 @@ def _legend_lines(prediction: RadiographPrediction) -> list[tuple[str, tuple[int
     joint = next((k for k in knees if k.far_probability is not None and k.flag_probability is not None), None)
     if joint is not None:
         rule = f"P(a landmark >= {flag:g} mm off) > {joint.flag_probability:.0%}"
+        if joint.review_radius_mm is not None:
+            rule += f" or a radius > {joint.review_radius_mm:.1f} mm"
     elif flag is not None:
         rule = f"a radius > {flag:g} mm or none"
     else:

@@ -457,18 +457,18 @@ class Predictor:
             self.flip_tta = True
         return calibration
 
-    def _knee_uncertainty(
-        self, signals: dict[str, np.ndarray]
-    ) -> tuple[np.ndarray, float | None, float | None, float | None, float | None]:
-        """(uncertainty_mm, coverage, flag radius, far probability, flag probability): calibrated, or the fold spread
-        and ``None`` without a calibration."""
+    def _knee_uncertainty(self, signals: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+        """(uncertainty_mm, the knee's calibration fields): the calibrated radius and what the flag needs, or the
+        fold spread and nothing without a calibration."""
         cal = self.calibration
         if cal is None:
-            return signals["spread"], None, None, None, None
+            return signals["spread"], {}
+        fields: dict[str, Any] = {"uncertainty_coverage": cal.coverage, "flag_radius_mm": cal.flag_radius_mm}
         far = cal.far_probability(signals)
-        if far is None:
-            return cal.radius_mm(signals), cal.coverage, cal.flag_radius_mm, None, None
-        return cal.radius_mm(signals), cal.coverage, cal.flag_radius_mm, float(far), cal.flag_above
+        if far is not None:
+            fields.update(far_probability=float(far), flag_probability=cal.flag_above,
+                          review_radius_mm=cal.review_radius_mm)  # fmt: skip
+        return cal.radius_mm(signals), fields
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -681,7 +681,7 @@ class Predictor:
                 item.spacing,
                 shape_residual_mm=fit.residual_mm,
             )
-            uncertainty, coverage, flag_radius, far, flag_probability = self._knee_uncertainty(signals)
+            uncertainty, calibrated = self._knee_uncertainty(signals)
             knees[job.item][job.side] = KneePrediction(
                 side=job.side,
                 landmarks_px=np.asarray(job.result, dtype=np.float64),
@@ -691,10 +691,7 @@ class Predictor:
                 lc_centre_px=np.asarray(lc_centre, dtype=np.float64),
                 lc_uncertainty_mm=lc_spread,
                 signals=signals,
-                uncertainty_coverage=coverage,
-                flag_radius_mm=flag_radius,
-                far_probability=far,
-                flag_probability=flag_probability,
+                **calibrated,
             )
         settings = self.settings
         out = []

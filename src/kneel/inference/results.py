@@ -91,6 +91,9 @@ class KneePrediction:
     flag compares each landmark's radius with ``flag_radius_mm``."""
     flag_probability: float | None = None
     """With ``far_probability``: the knee is ``"uncertain"`` when it exceeds this."""
+    review_radius_mm: float | None = None
+    """With ``far_probability``: the knee is also ``"uncertain"`` when its largest radius exceeds this (the review
+    rule: the least certain share of the calibration knees exceeded it)."""
 
     @property
     def landmarks_mm(self) -> np.ndarray:
@@ -104,8 +107,9 @@ class KneePrediction:
         if self.flag_radius_mm is None:
             return quality_flag(self.uncertainty_mm)
         if self.far_probability is not None and self.flag_probability is not None:
-            p = float(self.far_probability)
-            return "ok" if np.isfinite(p) and p <= self.flag_probability else "uncertain"
+            from kneel.inference.calibration import knee_quality
+
+            return knee_quality(self.uncertainty_mm, self.far_probability, self.flag_probability, self.review_radius_mm)
         u = np.asarray(self.uncertainty_mm, dtype=np.float64)
         return "ok" if np.all(np.isfinite(u)) and float(np.max(u)) <= self.flag_radius_mm else "uncertain"
 
@@ -123,6 +127,7 @@ class KneePrediction:
             "flag_radius_mm": self.flag_radius_mm,
             "far_probability": self.far_probability,
             "flag_probability": self.flag_probability,
+            "review_radius_mm": self.review_radius_mm,
             "signals": {name: np.asarray(v, dtype=np.float64).tolist() for name, v in self.signals.items()},
         }
 
@@ -141,6 +146,7 @@ class KneePrediction:
             flag_radius_mm=data.get("flag_radius_mm"),
             far_probability=data.get("far_probability"),
             flag_probability=data.get("flag_probability"),
+            review_radius_mm=data.get("review_radius_mm"),
         )
 
 
