@@ -159,7 +159,7 @@ def test_ensemble_one_channel_input_and_precision(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="shape"):
         ensemble.predict(torch.zeros(2, 2, 128, 128))
     with pytest.raises(ValueError, match="precision"):
-        FoldEnsemble([model], [config], precision="int8")  # type: ignore[arg-type]
+        FoldEnsemble([model], [config], precision="int4")  # type: ignore[arg-type]
 
 
 def test_ensemble_rejects_mixed_stages() -> None:

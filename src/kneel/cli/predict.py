@@ -73,9 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16", "fp16"],
+        choices=["fp32", "bf16", "fp16", "int8"],
         help="fp32: exact (default); bf16/fp16: autocast, faster on AVX512-BF16/AMX CPUs and GPUs, not exact "
-        "(see docs/inference.md for speed and deviation)",
+        "(see docs/inference.md for speed and deviation); int8: CPU only, ONNX Runtime, calibrated at start on 16 "
+        "synthetic training films (about a minute on 2 cores; see docs/models.md)",
     )
     parser.add_argument("--overlays", action="store_true", help="write a PNG per image with the landmarks")
     parser.add_argument("--npz", action="store_true", help="write the reference-compatible preds.npz")

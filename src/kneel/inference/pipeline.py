@@ -332,7 +332,10 @@ class Predictor:
         lc_model: where the low-cost stage is when ``model_dir`` holds only the high-cost one (a training run of an
             experiment grid): a model folder with ``lc/``, or that ``lc/`` folder itself.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
+        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast, or ``"int8"`` (CPU; ONNX Runtime; see
+            :mod:`kneel.inference.int8` for its calibration).
+        int8_calibration: int8 only: radiographs whose ROIs calibrate the int8 networks (default: 16 synthetic
+            training films, see :mod:`kneel.inference.int8`).
         refine: re-centre each ROI on the predicted tibial landmark 4 and predict again.
         flip_tta: also predict each ROI mirrored and average the two (mirror test-time augmentation; their distance
             is an uncertainty signal). Off with ``reference_geometry``.
@@ -367,6 +370,7 @@ class Predictor:
         force: bool = False,
         flip_tta: bool = False,
         lc_model: str | os.PathLike[str] | None = None,
+        int8_calibration: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         from kneel.hub import resolve_model
         from kneel.models import load_stage
@@ -375,8 +379,13 @@ class Predictor:
         lc_dir = _lc_stage_dir(root, None if lc_model is None else resolve_model(lc_model))
         if not (root / "hc").is_dir():
             raise ModelError("no hc/ stage folder (expected MODEL/lc/fold_<k>/ and MODEL/hc/fold_<k>/)", root)
-        lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
-        hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
+        if precision == "int8":
+            from kneel.inference.int8 import load_int8_stages
+
+            lc, hc = load_int8_stages(lc_dir, root / "hc", device, int8_calibration)
+        else:
+            lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
+            hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
         self.flip_tta = bool(flip_tta)
         self.hc_mirroring = trained_with_mirroring(hc.configs, root / "hc")
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, str(root), lc_dir)

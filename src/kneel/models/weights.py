@@ -319,16 +319,19 @@ def load_stage(
     optimize: bool = True,
     chunk_size: int | None = None,
     backend: Backend = "torch",
+    calibration: Any = None,
 ) -> FoldEnsemble:
     """All folds of one stage (``MODEL/lc`` or ``MODEL/hc``) as a :class:`FoldEnsemble` ready for inference.
 
     Args:
         stage_dir: folder holding ``fold_<k>/``.
         device: where the models run.
-        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast.
+        precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast, ``"int8"`` (CPU; needs ``calibration``).
         optimize: fold BatchNorm into the convolutions, channels-last, fused convolutions (same numbers, faster).
         chunk_size: images per forward call (see :class:`FoldEnsemble`).
         backend: ``"torch"`` or ``"onnxruntime"`` (see :class:`FoldEnsemble`).
+        calibration: int8 only: the 0-255 network inputs the quantisation ranges come from (see
+            :class:`FoldEnsemble`).
     """
     from kneel.models.ensemble import FoldEnsemble
 
@@ -336,6 +339,12 @@ def load_stage(
     models = [m for m, _ in loaded]
     configs = [c for _, c in loaded]
     ensemble = FoldEnsemble(
-        models, configs, precision=precision, optimize=optimize, chunk_size=chunk_size, backend=backend
+        models,
+        configs,
+        precision=precision,
+        optimize=optimize,
+        chunk_size=chunk_size,
+        backend=backend,
+        calibration=calibration,
     )
     return ensemble.to(device)

@@ -28,7 +28,8 @@ def serve(
 ) -> None:
     """Load ``model`` (``MODEL/{lc,hc}/fold_<k>/``) and serve it on ``host:port`` until interrupted.
 
-    ``force``: skip the knee presence decision for every request (a request can ask for it too); ``max_active``,
+    ``precision``: ``fp32``, ``bf16``, ``fp16`` or ``int8`` (see :class:`~kneel.inference.Predictor`). ``force``: skip
+    the knee presence decision for every request (a request can ask for it too); ``max_active``,
     ``max_queue``: requests at work and waiting (see :func:`kneel.service.app.create_app`); ``lc_model``: the
     low-cost stage when ``model`` holds only the high-cost one (see :class:`~kneel.inference.Predictor`).
     """
