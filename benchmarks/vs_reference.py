@@ -148,9 +148,15 @@ def network_floor(model: Path, precision: str, repeats: int = 5) -> float:
 
     from kneel.models import load_stage
 
+    if precision == "int8":  # calibrated on the same default films as kneel predict --precision int8
+        from kneel.inference.int8 import load_int8_stages
+
+        stages = dict(zip(("lc", "hc"), load_int8_stages(model / "lc", model / "hc"), strict=True))
+    else:
+        stages = {s: load_stage(model / s, "cpu", precision=precision) for s in ("lc", "hc")}  # type: ignore[arg-type]
     total = 0.0
     for stage, images, passes in (("lc", 2, 1), ("hc", 2, 2)):
-        ens = load_stage(model / stage, "cpu", precision=precision)  # type: ignore[arg-type]
+        ens = stages[stage]
         size = ens.config.crop
         batch = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (images, 1, size, size)).astype(np.float32))
         call = getattr(ens, "predict_with_heatmap_radius", None) or ens.predict
