@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # torch==2.13.0 takes the CPU wheel that lies on disk; a looser spec downloads a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint format bench install clean
+.PHONY: demo test lint format bench install clean container-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# Builds the CPU image with podman on a local Debian base and checks it against kneel predict (root; docs/containers.md).
+container-test: $(STAMP)
+	PYTHON=$(PY) bash docker/ci_build_and_test.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
