@@ -110,12 +110,15 @@ podman image inspect --format '{{.Config.Healthcheck}}' "$IMAGE" | grep -q /heal
 "$KNEEL" synth --out "$WORK/data" --n 1 --seed 0 --layout flat --no-progress >/dev/null
 dicom=$(find "$WORK/data" -name '*.dcm' | head -1)
 [ -n "$dicom" ] || die "kneel synth wrote no DICOM"
+mkdir -p "$WORK/films" && cp "$dicom" "$WORK/films/"
 "$KNEEL" predict "$dicom" --model "$WORK/model" --out "$WORK/outside" --force --knees both --workers 0 --quiet
 mkdir -p "$WORK/inside" && chmod -R a+rX "$WORK" && chmod a+rwx "$WORK/inside"
 
 # --- kneel serve in the container: model read-only, port from the environment, host network ---
 port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 say "starting kneel serve in the container on port $port"
+# No systemd here to time the HEALTHCHECK (podman logs "unable to get systemd connection to add healthchecks": harmless);
+# `podman healthcheck run` below runs the image's check once instead.
 podman run -d --name "$NAME" --network host -e KNEEL_PORT="$port" -e KNEEL_FORCE=1 -e KNEEL_MAX_ACTIVE=1 \
     -v "$WORK/model:/models:ro" "$IMAGE" >/dev/null
 url=http://127.0.0.1:$port
@@ -130,7 +133,7 @@ podman healthcheck run "$NAME" >/dev/null || die "the image's HEALTHCHECK failed
 say "HEALTHCHECK healthy; posting the DICOM to both endpoints"
 
 # --- kneel predict in the container on a mounted folder ---
-podman run --rm --network none -v "$WORK/model:/models:ro" -v "$WORK/data:/data:ro" -v "$WORK/inside:/out" "$IMAGE" \
+podman run --rm --network none -v "$WORK/model:/models:ro" -v "$WORK/films:/data:ro" -v "$WORK/inside:/out" "$IMAGE" \
     predict /data --model /models --out /out --force --knees both --workers 0 --quiet >/dev/null
 
 "$PY" "$ROOT/docker/ci_check.py" compare --dicom "$dicom" --expected "$WORK/outside/landmarks.csv" --url "$url" \
