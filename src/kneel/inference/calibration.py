@@ -145,12 +145,7 @@ class Calibration:
     def quality(self, radius_mm: np.ndarray, far_probability: float | None = None) -> str:
         """``"ok"`` or ``"uncertain"`` for one knee from its (16,) radii and far probability (module docstring);
         without a far probability (older calibrations) from the radii against ``flag_radius_mm``; NaN is uncertain."""
-        r = np.asarray(radius_mm, dtype=np.float64)
-        if far_probability is not None:
-            return knee_quality(r, far_probability, self.flag_above, self.review_radius_mm)
-        if not np.all(np.isfinite(r)) or float(np.max(r)) > self.flag_radius_mm:
-            return "uncertain"
-        return "ok"
+        return knee_quality(radius_mm, self.flag_radius_mm, far_probability, self.flag_above, self.review_radius_mm)
 
     # ------------------------------------------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
@@ -208,11 +203,19 @@ class Calibration:
 
 
 def knee_quality(
-    radius_mm: np.ndarray, far_probability: float, flag_probability: float, review_radius_mm: float | None
+    radius_mm: np.ndarray,
+    flag_radius_mm: float,
+    far_probability: float | None = None,
+    flag_probability: float | None = None,
+    review_radius_mm: float | None = None,
 ) -> str:
-    """``"uncertain"`` when a radius or the far probability is not finite, the far probability exceeds
-    ``flag_probability``, or the largest radius exceeds ``review_radius_mm`` (when set); else ``"ok"``."""
+    """A calibrated knee's quality from its (16,) radii: ``"uncertain"`` when a radius or the far probability is not
+    finite, the far probability exceeds ``flag_probability``, or the largest radius exceeds ``review_radius_mm``
+    (when set); else ``"ok"``. Without a far probability or its threshold (calibrations written before them), the
+    older rule: ``"uncertain"`` when any radius exceeds ``flag_radius_mm``."""
     r = np.asarray(radius_mm, dtype=np.float64)
+    if far_probability is None or flag_probability is None:
+        return "ok" if np.all(np.isfinite(r)) and float(np.max(r)) <= flag_radius_mm else "uncertain"
     p = float(far_probability)
     if not (np.all(np.isfinite(r)) and math.isfinite(p)) or p > flag_probability:
         return "uncertain"

@@ -106,12 +106,11 @@ class KneePrediction:
         """``"ok"`` or ``"uncertain"``: from the calibrated radii when calibrated, else the fold-spread rule."""
         if self.flag_radius_mm is None:
             return quality_flag(self.uncertainty_mm)
-        if self.far_probability is not None and self.flag_probability is not None:
-            from kneel.inference.calibration import knee_quality
+        from kneel.inference.calibration import knee_quality
 
-            return knee_quality(self.uncertainty_mm, self.far_probability, self.flag_probability, self.review_radius_mm)
-        u = np.asarray(self.uncertainty_mm, dtype=np.float64)
-        return "ok" if np.all(np.isfinite(u)) and float(np.max(u)) <= self.flag_radius_mm else "uncertain"
+        return knee_quality(
+            self.uncertainty_mm, self.flag_radius_mm, self.far_probability, self.flag_probability, self.review_radius_mm
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
