@@ -84,7 +84,7 @@ def test_int8_ensemble_stays_close_to_fp32(int8_and_fp32) -> None:
     torch.testing.assert_close(radius, ref_radius, atol=0.03, rtol=0)
 
 
-def test_int8_graph_keeps_entry_mixer_and_output_float(folds) -> None:
+def test_int8_graph_keeps_entry_top_level_mixer_and_output_float(folds) -> None:
     import onnx
 
     model = folds[0][0]
@@ -102,8 +102,9 @@ def test_int8_graph_keeps_entry_mixer_and_output_float(folds) -> None:
     kept = [n for n in convs if any(f"/{m}/" in n.name for m in FLOAT_MODULES)]
     assert kept and not any(quantised(n) for n in kept)
     assert any("/out_block/" in n.name for n in kept)
-    hourglass = [n for n in convs if "/hourglass/" in n.name]
-    assert hourglass and all(quantised(n) for n in hourglass)
+    assert any("/hourglass/upper1/" in n.name for n in kept)  # the outermost hourglass level stays float32
+    nested = [n for n in convs if "/hourglass/lower4/" in n.name]
+    assert nested and all(quantised(n) for n in nested)
 
 
 def test_int8_calibration_is_required_and_checked(folds) -> None:
@@ -151,3 +152,16 @@ def test_default_calibration_films_are_fixed() -> None:
 
     assert (int8.CALIBRATION_FILMS, int8.CALIBRATION_SEED) == (16, 5)
     assert np.issubdtype(np.asarray(_images(1, seed=0)).dtype, np.floating)
+
+
+def test_int8_graphs_rebuild_the_same_ensemble(folds, int8_and_fp32) -> None:
+    models, configs = folds
+    int8, _ = int8_and_fp32
+    assert len(int8.int8_graphs) == 2 and all(isinstance(g, bytes) and g for g in int8.int8_graphs)
+    again = FoldEnsemble(models, configs, precision="int8", int8_graphs=int8.int8_graphs)
+    images = _images(3, seed=4)
+    torch.testing.assert_close(again.predict(images)[0], int8.predict(images)[0], atol=0, rtol=0)
+    with pytest.raises(ModelError, match="1 int8 graphs for 2"):
+        FoldEnsemble(models, configs, precision="int8", int8_graphs=int8.int8_graphs[:1])
+    with pytest.raises(ValueError, match="not both"):
+        FoldEnsemble(models, configs, precision="int8", int8_graphs=int8.int8_graphs, calibration=_images(2, seed=0))

@@ -75,8 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         choices=["fp32", "bf16", "fp16", "int8"],
         help="fp32: exact (default); bf16/fp16: autocast, faster on AVX512-BF16/AMX CPUs and GPUs, not exact "
-        "(see docs/inference.md for speed and deviation); int8: CPU only, ONNX Runtime, calibrated at start on 16 "
-        "synthetic training films (about a minute on 2 cores; see docs/models.md)",
+        "(see docs/inference.md for speed and deviation); int8: CPU only, ONNX Runtime, calibrated on 16 synthetic "
+        "training films at the first start with a model (minutes on 2 cores), then loaded from the cache "
+        "($KNEEL_CACHE or ~/.cache/kneel/int8; see docs/models.md)",
     )
     parser.add_argument("--overlays", action="store_true", help="write a PNG per image with the landmarks")
     parser.add_argument("--npz", action="store_true", help="write the reference-compatible preds.npz")

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         choices=["fp32", "bf16", "fp16", "int8"],
         help="fp32: exact; bf16/fp16: autocast, faster on GPUs and AVX512-BF16/AMX CPUs, not exact; int8: CPU only, "
-        "calibrated at start on 16 synthetic training films (see docs/models.md)",
+        "calibrated on 16 synthetic training films at the first start with a model, then cached (see docs/models.md)",
     )
     parser.add_argument(
         "--refine",

@@ -8,7 +8,9 @@ Where the radiographs come from: the ones given (``Predictor(..., precision="int
 by default 16 synthetic training-split films generated on the fly (``kneel synth --n 16 --seed 5 --split train
 --layout flat``; a pure function of the seed, so the default int8 networks are reproducible). Synthetic films suit
 the models trained on synthetic data; for a model trained on real radiographs give some of its training films.
-Building the int8 ensembles this way costs about a minute on 2 CPU cores (films, float32 pass, quantisation).
+Building the int8 ensembles this way costs about a minute on 2 CPU cores for small models and several minutes for
+the paper-size ones (films, float32 pass, quantisation); the graphs are therefore cached on disk
+(:mod:`kneel.inference.int8_cache`) and later starts with the same weights and calibration films load them.
 """
 
 from __future__ import annotations
@@ -90,18 +92,42 @@ def load_int8_stages(
     hc_dir: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     films: Sequence[str | os.PathLike[str]] | None = None,
+    *,
+    cache: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, Any]:
     """The int8 :class:`~kneel.models.FoldEnsemble` of both stages, calibrated on the ROIs of ``films``.
+
+    Args:
+        lc_dir, hc_dir: the stage folders (``fold_<k>/`` inside).
+        device: must be the CPU.
+        films: calibration radiographs (default: the 16 synthetic training films, see the module docstring).
+        cache: reuse the graphs of an earlier start with the same weights and calibration films, and keep new ones
+            (:mod:`kneel.inference.int8_cache`); False always calibrates and quantises, and writes nothing.
+        cache_dir: the cache root (default: ``$KNEEL_CACHE``, ``$XDG_CACHE_HOME/kneel`` or ``~/.cache/kneel``).
 
     Raises:
         ModelError: ``device`` is not the CPU (int8 runs in ONNX Runtime on CPU), before any work is done.
     """
     from kneel.errors import ModelError
+    from kneel.inference.int8_cache import int8_cache_key, load_cached_graphs, store_graphs
     from kneel.models import load_stage
+    from kneel.models.int8 import FLOAT_MODULES
+    from kneel.models.weights import fold_dirs
 
     if torch.device(device).type != "cpu":
         raise ModelError(f"int8 runs on the CPU only (ONNX Runtime), not on {device}; use fp32, bf16 or fp16 there")
+    stages = {"lc": lc_dir, "hc": hc_dir}
+    key = int8_cache_key(list(stages.values()), films, FLOAT_MODULES) if cache else ""
+    counts = {stage: len(fold_dirs(path)) for stage, path in stages.items()}
+    graphs = load_cached_graphs(key, counts, cache_dir) if cache else None
+    if graphs is not None:
+        return tuple(  # type: ignore[return-value]
+            load_stage(path, device, precision="int8", int8_graphs=graphs[stage]) for stage, path in stages.items()
+        )
     lc_rois, hc_rois = calibration_rois(load_stage(lc_dir), load_stage(hc_dir), films)
     lc = load_stage(lc_dir, device, precision="int8", calibration=lc_rois)
     hc = load_stage(hc_dir, device, precision="int8", calibration=hc_rois)
+    if cache:
+        store_graphs(key, {"lc": lc.int8_graphs, "hc": hc.int8_graphs}, cache_dir)
     return lc, hc

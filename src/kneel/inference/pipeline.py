@@ -336,6 +336,8 @@ class Predictor:
             :mod:`kneel.inference.int8` for its calibration).
         int8_calibration: int8 only: radiographs whose ROIs calibrate the int8 networks (default: 16 synthetic
             training films, see :mod:`kneel.inference.int8`).
+        int8_cache: int8 only: load the quantised graphs of an earlier start with the same weights and calibration
+            films from the disk cache, and store new ones (:mod:`kneel.inference.int8_cache`); False: always build.
         refine: re-centre each ROI on the predicted tibial landmark 4 and predict again.
         flip_tta: also predict each ROI mirrored and average the two (mirror test-time augmentation; their distance
             is an uncertainty signal). Off with ``reference_geometry``.
@@ -371,6 +373,7 @@ class Predictor:
         flip_tta: bool = False,
         lc_model: str | os.PathLike[str] | None = None,
         int8_calibration: Sequence[str | os.PathLike[str]] | None = None,
+        int8_cache: bool = True,
     ) -> None:
         from kneel.hub import resolve_model
         from kneel.models import load_stage
@@ -382,7 +385,7 @@ class Predictor:
         if precision == "int8":
             from kneel.inference.int8 import load_int8_stages
 
-            lc, hc = load_int8_stages(lc_dir, root / "hc", device, int8_calibration)
+            lc, hc = load_int8_stages(lc_dir, root / "hc", device, int8_calibration, cache=int8_cache)
         else:
             lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
             hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]

@@ -31,9 +31,10 @@ class FoldEnsemble:
         configs: one :class:`ModelConfig` per model, all of the same stage and input size.
         precision: ``"fp32"`` (exact), ``"bf16"`` or ``"fp16"`` autocast, or ``"int8"``: each fold is quantised once,
             here, by :func:`kneel.models.int8.quantize_heatmaps_onnx` (ONNX Runtime static QDQ, per-channel int8
-            weights, uint8 activations; entry blocks, mixer and output convolution float32) with the ranges of
-            ``calibration``, and run by ONNX Runtime on CPU; the soft-argmax stays float32 PyTorch. CPU only, inputs
-            of the configured crop size only. Not exact: see docs/models.md for the measured deviation.
+            weights, uint8 activations; entry blocks, outermost hourglass level, mixer, output convolution float32)
+            with the ranges of ``calibration``, and run by ONNX Runtime on CPU; the soft-argmax stays float32
+            PyTorch. CPU only, inputs of the configured crop size only. Not exact: see docs/models.md for the measured
+            deviation.
         optimize: replace each model by its inference-optimised copy (BatchNorm folded, channels-last, fused
             convolutions; exact to about 1e-7).
         chunk_size: images per forward call; larger batches are split. Default on CPU: 1 in float32, 2 in
@@ -48,6 +49,9 @@ class FoldEnsemble:
             ``(N, 1|3, crop, crop)`` 0-255 images exactly as :meth:`predict` receives them (ROIs the pipeline
             prepared; :func:`kneel.inference.int8.calibration_rois` collects them from radiographs). The same images
             give the same int8 networks.
+        int8_graphs: int8 only, instead of ``calibration``: the folds' already quantised graphs (serialised ONNX, one
+            per model in order, as :attr:`int8_graphs` of an ensemble built from calibration images gives them); how
+            :func:`kneel.inference.int8.load_int8_stages` reuses its cache without calibrating again.
 
     Example:
         >>> ens = load_stage("MODEL/hc")  # doctest: +SKIP
@@ -64,6 +68,7 @@ class FoldEnsemble:
         chunk_size: int | None = None,
         backend: Backend = "torch",
         calibration: torch.Tensor | np.ndarray | None = None,
+        int8_graphs: Sequence[bytes] | None = None,
     ) -> None:
         if not models or len(models) != len(configs):
             raise ModelError(f"need one config per model, got {len(models)} models and {len(configs)} configs")
@@ -79,8 +84,12 @@ class FoldEnsemble:
             raise ValueError("int8 runs its own ONNX Runtime graphs; leave backend='torch'")
         if backend == "onnxruntime" and precision != "fp32":
             raise ValueError("the onnxruntime backend runs float32 only; use backend='torch' for bf16/fp16")
-        if (calibration is not None) != (precision == "int8"):
-            raise ValueError("calibration images are needed for precision='int8' and only for it")
+        if calibration is not None and int8_graphs is not None:
+            raise ValueError("give int8 calibration images or quantised int8 graphs, not both")
+        if (calibration is not None or int8_graphs is not None) != (precision == "int8"):
+            raise ValueError("calibration images (or quantised graphs) are needed for precision='int8' and only for it")
+        if int8_graphs is not None and len(int8_graphs) != len(models):
+            raise ModelError(f"{len(int8_graphs)} int8 graphs for {len(models)} fold models")
         self.configs = list(configs)
         self.backend: Backend = backend
         self._sessions: list[Any] | None = None
@@ -94,16 +103,23 @@ class FoldEnsemble:
             ]
         self._stats = [self._stats_of(c) for c in self.configs]
         self._int8: list[Any] | None = None
+        self.int8_graphs: list[bytes] = []
+        """int8 only: each fold's quantised ONNX graph (serialised), e.g. to cache them; empty otherwise."""
         if precision == "int8":
-            self._int8 = self._quantize(models, calibration)  # type: ignore[arg-type]
+            self.int8_graphs = (
+                list(int8_graphs) if int8_graphs is not None else self._quantize(models, calibration)  # type: ignore[arg-type]
+            )
+            from kneel.models.export import onnx_session
+
+            threads = torch.get_num_threads()
+            self._int8 = [onnx_session(graph, threads) for graph in self.int8_graphs]
         self.models = [optimize_for_inference(m) if optimize else m.eval() for m in models]
         self.precision: Precision = precision
         self._chunk_size = None if chunk_size is None else max(int(chunk_size), 1)
         self.device = torch.device("cpu")
 
-    def _quantize(self, models: Sequence[nn.Module], calibration: torch.Tensor | np.ndarray) -> list[Any]:
-        """One int8 ONNX Runtime session per fold, calibrated on the fold's normalisation of ``calibration``."""
-        from kneel.models.export import onnx_session
+    def _quantize(self, models: Sequence[nn.Module], calibration: torch.Tensor | np.ndarray) -> list[bytes]:
+        """One int8 ONNX graph per fold, calibrated on the fold's normalisation of ``calibration``."""
         from kneel.models.int8 import quantize_heatmaps_onnx
 
         images = torch.as_tensor(np.asarray(calibration, dtype=np.float32))
@@ -118,12 +134,10 @@ class FoldEnsemble:
                 f"int8 calibration needs images (N >= 1, 1 or 3, {crop}, {crop}), got {tuple(images.shape)}"
             )
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-        threads = torch.get_num_threads()
-        sessions = []
-        for model, (mean, std) in zip(models, self._stats, strict=True):
-            graph = quantize_heatmaps_onnx(model, ((x - mean) / std).contiguous().numpy())
-            sessions.append(onnx_session(graph, threads))
-        return sessions
+        return [
+            quantize_heatmaps_onnx(model, ((x - mean) / std).contiguous().numpy())
+            for model, (mean, std) in zip(models, self._stats, strict=True)
+        ]
 
     @staticmethod
     def _stats_of(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,9 +7,11 @@ ONNX Runtime graph. Quantising every layer moved single-fold landmarks by up to 
 almost all of it came from the activations (int8 weights with 16-bit activations: 0.04 mm), spread over every layer.
 Keeping the entry blocks (``layer1``, ``layer2``: few channels, where int8 gained no time), the mixer and the output
 convolution in float32, and the soft-argmax in PyTorch float32, brought the two-fold ensemble to 0.08 mm (mean 0.02 mm)
-at about the same speed as quantising everything. PyTorch 2 export quantisation (``X86InductorQuantizer``) is no
-longer in ``torch.ao`` from PyTorch 2.13 (it moved to ``torchao``) and OpenVINO is not a dependency: neither was
-measured.
+on ROIs, but end to end (``kneel predict``, 60 held-out films, 1904 landmarks) to 0.110 mm, over the 0.1 mm bound;
+keeping the outermost hourglass level in float32 as well (only the nested levels, at 1/8 resolution and below, run in
+int8) brought the end-to-end maximum to 0.075 mm (mean 0.014 mm), keeping only its full-resolution branch to 0.097 mm.
+PyTorch 2 export quantisation (``X86InductorQuantizer``) is no longer in ``torch.ao`` from PyTorch 2.13 (it moved to
+``torchao``) and OpenVINO is not a dependency: neither was measured.
 
 The quantised graph returns heatmap logits ``(B, K, H/4, W/4)``; :class:`~kneel.models.ensemble.FoldEnsemble` applies
 the fold's own float32 soft-argmax, so the heatmap radius (an uncertainty signal) is available as in float32.
@@ -30,8 +32,13 @@ from kneel.errors import ModelError
 
 __all__ = ["FLOAT_MODULES", "quantize_heatmaps_onnx"]
 
-FLOAT_MODULES: tuple[str, ...] = ("layer1", "layer2", "mixer", "out_block")
-"""Top-level modules of ``HourglassNet`` that stay float32 in the int8 graph (see the module docstring)."""
+_TOP_LEVEL = tuple(
+    f"hourglass/{name}" for name in ("upper1", "upper2", "upper3", "lower1", "lower2", "lower3", "lower5")
+)
+FLOAT_MODULES: tuple[str, ...] = ("layer1", "layer2", *_TOP_LEVEL, "mixer", "out_block")
+"""Modules of ``HourglassNet`` that stay float32 in the int8 graph: the entry blocks, the outermost hourglass level
+(all its blocks but the nested levels ``hourglass/lower4``), the mixer and the output convolution (see the module
+docstring)."""
 
 
 class _Heatmaps(nn.Module):

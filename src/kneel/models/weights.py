@@ -320,6 +320,7 @@ def load_stage(
     chunk_size: int | None = None,
     backend: Backend = "torch",
     calibration: Any = None,
+    int8_graphs: Any = None,
 ) -> FoldEnsemble:
     """All folds of one stage (``MODEL/lc`` or ``MODEL/hc``) as a :class:`FoldEnsemble` ready for inference.
 
@@ -332,6 +333,7 @@ def load_stage(
         backend: ``"torch"`` or ``"onnxruntime"`` (see :class:`FoldEnsemble`).
         calibration: int8 only: the 0-255 network inputs the quantisation ranges come from (see
             :class:`FoldEnsemble`).
+        int8_graphs: int8 only, instead of ``calibration``: the folds' quantised graphs (see :class:`FoldEnsemble`).
     """
     from kneel.models.ensemble import FoldEnsemble
 
@@ -346,5 +348,6 @@ def load_stage(
         chunk_size=chunk_size,
         backend=backend,
         calibration=calibration,
+        int8_graphs=int8_graphs,
     )
     return ensemble.to(device)
