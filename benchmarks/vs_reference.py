@@ -97,19 +97,33 @@ def write_shims(work: Path) -> Path:
     return shims
 
 
+_LAUNCHER = """
+import os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=sys.stdout, stderr=subprocess.STDOUT)
+_, status, usage = os.wait4(proc.pid, 0)
+wall = time.perf_counter() - t0
+sys.stdout.flush()
+print(f"\\n@@measured {os.waitstatus_to_exitcode(status)} {wall:.6f} {usage.ru_maxrss}", flush=True)
+"""
+"""Runs a command and reports its exit code, wall time and peak RSS. A fresh small process, because a child's peak
+RSS as ``wait4`` reports it starts from its parent's size at the fork (Linux keeps the old address space's high-water
+mark across ``exec``): measured directly from this process, whose size grows with the work done here, every program
+would show at least this process's peak."""
+
+
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, float]:
     """Run ``cmd`` to the end: (wall seconds, peak RSS in MB of the largest process of its tree). Raises on failure."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
-    output = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = output.decode(errors="replace")[-3000:]
-        raise RuntimeError(f"{' '.join(cmd[:3])} ... exited with {proc.returncode}:\n{tail}")
-    return wall, usage.ru_maxrss / 1024.0
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], env=env, cwd=cwd, capture_output=True)
+    output = proc.stdout.decode(errors="replace")
+    head, _, tail = output.rpartition("@@measured ")
+    try:
+        code, wall, peak_kb = tail.split()
+    except ValueError:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... could not be measured:\n{output[-3000:]}") from None
+    if int(code) != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} ... exited with {code}:\n{head[-3000:]}")
+    return float(wall), int(peak_kb) / 1024.0
 
 
 def run_reference(
@@ -372,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
     sets = film_sets(films, (small, large), work)
     shims = write_shims(work)
 
+    int8_build = None
+    if "kneel-int8" in args.programs:  # the first int8 start quantises and caches the graphs; later starts load them
+        # In a child process: a child's peak RSS (wait4) starts from its parent's size at fork, so this process must
+        # stay small while the timed runs are measured.
+        code = "import sys; from kneel.inference.int8 import load_int8_stages as f; f(sys.argv[1], sys.argv[2])"
+        int8_build, _ = run_measured([sys.executable, "-c", code, str(model / "lc"), str(model / "hc")])
+        print(f"int8 graphs built or loaded from the cache in {int8_build:.0f} s (before the timed runs)", flush=True)
     walls: dict[tuple[str, int], list[float]] = {}
     peaks: dict[str, float] = {}
     outputs: dict[str, Path] = {}
@@ -411,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
             if program in outputs:
                 ours, spacing = kneel_landmarks(outputs[program])
                 agree[program] = agreement(ref_points, ours, spacing)
+    if "kneel" in outputs:  # the faster precisions against kneel's own float32
+        fp32_points, spacing = kneel_landmarks(outputs["kneel"])
+        for program in ("kneel-bf16", "kneel-int8"):
+            if program in outputs:
+                agree[f"{program} vs fp32"] = agreement(fp32_points, kneel_landmarks(outputs[program])[0], spacing)
     load_after = uptime()
 
     date = started.strftime("%Y-%m-%d %H:%M UTC")
@@ -422,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
         f"load after:  {load_after}",
         f"weights: the original's snapshot and kneel's converted copy of it (mean/std folded into the first "
         f"convolution changed by up to {change:.3g} grey levels; 0 = exact)",
+        *(
+            []
+            if int8_build is None
+            else [f"int8: graphs built (or loaded from the cache) before the timed runs: {int8_build:.0f} s"]
+        ),
         "",
         f"| program | s per film ({small} vs {large} films) | vs the original | network floor s | command / floor "
         "| start-up s | peak memory MB |",
@@ -441,11 +472,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {names[row['program']]} | {row['s_per_film']:.2f} | {speed} | "
                      f"{floor_text or ' | '} | {row['startup_s']:.1f} | {row['peak_mb']:.0f} |")  # fmt: skip
     if agree:
-        lines += ["", "| landmarks vs the original | knees | mean px | max px | mean mm | max mm | > 0.1 px |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        header = "| landmarks vs the original (vs fp32: against kneel predict) | knees | mean px | max px | mean mm"
+        lines += ["", header + " | max mm | > 0.1 px |", "|---|---|---|---|---|---|---|"]
         for program, a in agree.items():
             if a.get("knees"):
-                lines.append(f"| {names[program]} | {a['knees']} | {a['mean_px']:.3f} | {a['max_px']:.3f} "
+                name = program.replace(program.split(" ")[0], names[program.split(" ")[0]])
+                lines.append(f"| {name} | {a['knees']} | {a['mean_px']:.3f} | {a['max_px']:.3f} "
                              f"| {a['mean_mm']:.3f} | {a['max_mm']:.3f} "
                              f"| {100 * a['share_over_0.1px']:.1f} % |")  # fmt: skip
     text = "\n".join(lines)
@@ -454,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": started.isoformat(), "host": socket.gethostname(), "cpus": os.cpu_count(),
               "load_before": load_before, "load_after": load_after, "films": [str(f) for f in films[:large]],
               "model": str(args.model), "counts": [small, large], "rounds": args.rounds, "fold_change": change,
+              "int8_build_s": int8_build,
               "timing": rows, "walls": {f"{p}_{n}": v for (p, n), v in walls.items()}, "agreement": agree}  # fmt: skip
     (work / "vs_reference.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0

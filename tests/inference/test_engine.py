@@ -141,3 +141,12 @@ def test_inputs_globs_lists_and_files(cohort, tmp_path):
         discover_inputs([str(tmp_path / "nothing*.dcm")])
     with pytest.raises(ConfigError):
         discover_inputs([tmp_path / "missing"])
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 0), (2, 0), (3, 2), (4, 3), (16, 4), (None, 0)])
+def test_default_workers_leave_small_machines_to_the_networks(monkeypatch, cpus, expected):
+    """No reading worker on two CPUs or fewer (it slowed the networks more than it saved there), else CPUs - 1, <= 4."""
+    from kneel.inference.engine import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    assert default_workers() == expected

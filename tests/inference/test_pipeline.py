@@ -226,3 +226,35 @@ def test_mirror_tta_is_refused_for_a_model_trained_without_mirroring(model_dir, 
     assert predictor.predict(films["bilateral"]).knees
     assert trained_with_mirroring([], None) is None  # unknown (no configs, no training config): allowed
     assert Predictor(with_mirroring("unknown", None, None), knees="both", force=True, flip_tta=True).uses_flip_tta
+
+
+def test_adaptive_refine_skips_exactly_the_knees_within_the_tolerance(model_dir, films):
+    """Each knee gets the refined landmarks when its first-pass T4 lies farther than the tolerance from the ROI
+    centre, and the first pass (= refine off) otherwise; the distances come from a run without refine."""
+    paths = [films["bilateral"], films["aniso"]]
+    common = {"knees": "both", "force": True}
+    first = [Predictor(model_dir, refine=False, **common).predict(p) for p in paths]
+    full = [Predictor(model_dir, **common).predict(p) for p in paths]
+    shifts = {}
+    for i, result in enumerate(first):
+        for side, knee in result.knees.items():
+            d = (knee.landmarks_px[4] - knee.centre_px) * [knee.spacing[1], knee.spacing[0]]
+            shifts[(i, side)] = float(np.hypot(*d))
+    assert len(shifts) == 4
+    tolerance = float(np.median(list(shifts.values())))
+    adaptive = Predictor(model_dir, refine_tolerance_mm=tolerance, **common)
+    assert adaptive.settings["refine_tolerance_mm"] == tolerance
+    assert "refine_tolerance_mm" not in Predictor(model_dir, **common).settings  # older results keep their settings
+    skipped = 0
+    for i, path in enumerate(paths):
+        result = adaptive.predict(path)
+        for side, knee in result.knees.items():
+            expected = full[i] if shifts[(i, side)] > tolerance else first[i]
+            skipped += shifts[(i, side)] <= tolerance
+            np.testing.assert_allclose(knee.landmarks_px, expected[side].landmarks_px, atol=1e-6, rtol=0)
+    assert 0 < skipped < 4
+    zero = Predictor(model_dir, refine_tolerance_mm=0.0, **common).predict(paths[0])
+    for side, knee in zero.knees.items():
+        np.testing.assert_allclose(knee.landmarks_px, full[0][side].landmarks_px, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="refine_tolerance_mm"):
+        Predictor(model_dir, refine_tolerance_mm=-1.0, **common)

@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-centre each ROI on the predicted tibial landmark 4 and predict again (default on)",
     )
     parser.add_argument(
+        "--refine-tolerance",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="adaptive refine (opt-in, not exact): skip the second pass for knees whose first-pass tibial landmark 4 "
+        "lies within MM of the ROI centre (default 0: always refine; see docs/inference.md)",
+    )
+    parser.add_argument(
         "--flip-tta",
         action="store_true",
         help="also predict each ROI mirrored and average (mirror test-time augmentation; only for high-cost "
@@ -136,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         lc_model=args.lc_model,
         flip_tta=args.flip_tta,
+        refine_tolerance_mm=args.refine_tolerance,
     )
     ignored = f", {summary.ignored} other files skipped" if summary.ignored else ""
     print(

@@ -62,8 +62,12 @@ class RunSummary:
 
 
 def default_workers() -> int:
-    """Worker processes for reading: one fewer than the CPUs (the main process runs the networks), at most 4."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    """Worker processes for reading: one fewer than the CPUs (the main process runs the networks), at most 4; none on
+    two CPUs or fewer, where a worker slows the networks' two threads more than it saves (measured on the 2-core
+    development machine, paper-size 5-fold models, 8 films of 5-14 Mpixel: 58 s with no worker, 65 s with one; the
+    transfer of the prepared films between processes alone cost 6-8 s of system time)."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(4, cpus - 1)
 
 
 class PreparingDataset(Dataset):
@@ -166,6 +170,7 @@ def predict_files(
     force: bool = False,
     lc_model: str | os.PathLike[str] | None = None,
     flip_tta: bool = False,
+    refine_tolerance_mm: float = 0.0,
 ) -> RunSummary:
     """Predict landmarks for every radiograph in ``inputs``; write results to ``out`` (see :mod:`.outputs`).
 
@@ -174,7 +179,8 @@ def predict_files(
         model: the model directory (``MODEL/{lc,hc}/fold_<k>/``) or a ready :class:`Predictor`.
         lc_model: the low-cost stage when ``model`` holds only the high-cost one (see :class:`Predictor`).
         out: output folder; re-running with the same folder resumes (finished radiographs are skipped).
-        knees, refine, device, precision, reference_geometry, spacing, force, flip_tta: see :class:`Predictor`.
+        knees, refine, device, precision, reference_geometry, spacing, force, flip_tta, refine_tolerance_mm: see
+            :class:`Predictor`.
         batch_size: network inputs per forward pass (``batch_size // 2`` radiographs per batch).
         workers: DataLoader worker processes reading radiographs (default :func:`default_workers`).
         overlays: write a PNG per radiograph with the landmarks drawn.
@@ -212,6 +218,7 @@ def predict_files(
             force=force,
             lc_model=lc_model,
             flip_tta=flip_tta,
+            refine_tolerance_mm=refine_tolerance_mm,
         )
     folder = OutputFolder(out)
     folder.open(predictor.settings)

@@ -304,6 +304,20 @@ def _refined_centre(job: _HcJob) -> np.ndarray:
     return t4.copy() if np.all(np.isfinite(t4)) else np.asarray(job.centre, dtype=np.float64)
 
 
+def _refine_shift_mm(job: _HcJob, spacing: tuple[float, float]) -> float:
+    """How far (mm) the refine pass would move the ROI centre: first-pass T4 to the current centre (inf if unknown)."""
+    shift = (_refined_centre(job) - np.asarray(job.centre, dtype=np.float64)) * [spacing[1], spacing[0]]
+    value = float(np.hypot(shift[0], shift[1]))
+    return value if np.isfinite(value) else float("inf")
+
+
+def _tolerance(value: float) -> float:
+    tolerance = float(value)
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"refine_tolerance_mm must be a finite distance >= 0, not {value!r}")
+    return tolerance
+
+
 def _lc_stage_dir(root: Path, lc_model: str | os.PathLike[str] | None) -> Path:
     """The low-cost stage folder: ``root/lc``, or ``lc_model/lc``, or ``lc_model`` itself (a stage folder)."""
     if lc_model is None:
@@ -339,6 +353,11 @@ class Predictor:
         int8_cache: int8 only: load the quantised graphs of an earlier start with the same weights and calibration
             films from the disk cache, and store new ones (:mod:`kneel.inference.int8_cache`); False: always build.
         refine: re-centre each ROI on the predicted tibial landmark 4 and predict again.
+        refine_tolerance_mm: adaptive refine (opt-in; 0, the default, always refines): skip the second pass for a
+            knee whose first-pass tibial landmark 4 lies within this distance (mm) of its ROI centre, and keep the
+            first pass there. Not exact: see docs/inference.md for the measured deviation and passes saved. A
+            skipped knee's ``refine_shift`` signal is 0, so a calibration fitted on it reads such knees as more
+            certain (a warning says so).
         flip_tta: also predict each ROI mirrored and average the two (mirror test-time augmentation; their distance
             is an uncertainty signal). Off with ``reference_geometry``.
         knees: ``auto`` (knees present), ``both`` (always both halves), ``R`` or ``L``.
@@ -374,6 +393,7 @@ class Predictor:
         lc_model: str | os.PathLike[str] | None = None,
         int8_calibration: Sequence[str | os.PathLike[str]] | None = None,
         int8_cache: bool = True,
+        refine_tolerance_mm: float = 0.0,
     ) -> None:
         from kneel.hub import resolve_model
         from kneel.models import load_stage
@@ -390,6 +410,7 @@ class Predictor:
             lc = load_stage(lc_dir, device, precision=precision)  # type: ignore[arg-type]
             hc = load_stage(root / "hc", device, precision=precision)  # type: ignore[arg-type]
         self.flip_tta = bool(flip_tta)
+        self.refine_tolerance_mm = _tolerance(refine_tolerance_mm)
         self.hc_mirroring = trained_with_mirroring(hc.configs, root / "hc")
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, str(root), lc_dir)
 
@@ -407,10 +428,12 @@ class Predictor:
         presence: PresenceRule | None = None,
         force: bool = False,
         flip_tta: bool = False,
+        refine_tolerance_mm: float = 0.0,
     ) -> Predictor:
         """A predictor from two loaded :class:`~kneel.models.FoldEnsemble` objects (or anything with ``predict``)."""
         self = cls.__new__(cls)
         self.flip_tta = bool(flip_tta)
+        self.refine_tolerance_mm = _tolerance(refine_tolerance_mm)
         self.hc_mirroring = trained_with_mirroring(getattr(hc, "configs", []))
         self._init(lc, hc, refine, knees, reference_geometry, batch_size, spacing, presence, force, None)
         return self
@@ -457,6 +480,12 @@ class Predictor:
                 stacklevel=3,
             )
             return None
+        if calibration is not None and self.refine_tolerance_mm > 0 and "refine_shift" in calibration.signals:
+            warnings.warn(
+                f"adaptive refine (tolerance {self.refine_tolerance_mm:g} mm) skips the second pass of some knees; "
+                "their refine_shift signal is 0, so the calibrated uncertainty_mm is too small for them",
+                stacklevel=3,
+            )
         if calibration is not None and "flip" in calibration.signals and not self.uses_flip_tta:
             if self.reference_geometry:
                 warnings.warn(
@@ -506,6 +535,7 @@ class Predictor:
             "force": self.preparer.force,
             "presence": self.preparer.presence.limits(),
             "flip_tta": self.uses_flip_tta,
+            **({"refine_tolerance_mm": self.refine_tolerance_mm} if self.refine and self.refine_tolerance_mm else {}),
             "uncertainty": "fold spread (uncalibrated)"
             if self.calibration is None
             else f"calibrated radius at {self.calibration.coverage:g} coverage",
@@ -647,9 +677,11 @@ class Predictor:
         first_pass: dict[tuple[int, KneeSide], np.ndarray] = {}
         if self.refine and jobs:
             first_pass = {(j.item, j.side): np.asarray(j.result, dtype=np.float64) for j in jobs}
-            refined = [_HcJob(j.item, j.side, _refined_centre(j)) for j in jobs]
-            self._hc_pass(items, refined)
-            jobs = refined
+            tolerance = self.refine_tolerance_mm
+            redo = [j for j in jobs if not tolerance or _refine_shift_mm(j, items[j.item].spacing) > tolerance]
+            refined = {id(j): _HcJob(j.item, j.side, _refined_centre(j)) for j in redo}
+            self._hc_pass(items, list(refined.values()))
+            jobs = [refined.get(id(j), j) for j in jobs]  # a knee within the tolerance keeps its first pass
         knees: list[dict[KneeSide, KneePrediction]] = [{} for _ in items]
         for job in jobs:
             item = items[job.item]

@@ -274,9 +274,12 @@ def load_fold(fold_dir: str | os.PathLike[str], device: str | torch.device = "cp
     if problems:
         raise ModelError(f"{CONFIG_NAME} does not describe these weights (model_args {config.model_args}); "
                          f"{problems}", Path(fold_dir))  # fmt: skip
-    model = build_model(config)
-    load_state_dict_into(model, state, path)
-    return model.to(device).eval(), config
+    # The checked skeleton takes the loaded tensors themselves (no second, randomly initialised build: start-up).
+    skeleton.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in (*skeleton.named_parameters(), *skeleton.named_buffers()) if t.is_meta]
+    if left:  # every tensor of the network is stored in the file (the check above), so this cannot happen
+        raise ModelError(f"weights leave {', '.join(left[:3])} unset", path)
+    return skeleton.to(device).eval(), config
 
 
 def load_pretrained(
@@ -349,5 +352,6 @@ def load_stage(
         backend=backend,
         calibration=calibration,
         int8_graphs=int8_graphs,
+        optimize_inplace=True,  # the models were loaded here for this ensemble alone
     )
     return ensemble.to(device)
