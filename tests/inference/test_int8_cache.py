@@ -103,3 +103,15 @@ def test_unwritable_cache_warns_and_still_works(tmp_path: Path) -> None:
     blocker.write_text("a file where the cache folder should be")
     with pytest.warns(UserWarning, match="could not cache the int8 graphs"):
         assert store_graphs("ab" * 32, {"hc": [b"graph"]}, blocker) is None
+
+
+def test_the_same_weights_saved_again_keep_their_key(tmp_path: Path) -> None:
+    """safetensors writes its metadata in a random order; the key reads the header canonically."""
+    torch.manual_seed(2)
+    model = create_model("kneel_tiny_hc").eval()
+    keys = set()
+    for copy in range(4):
+        stage = tmp_path / f"copy{copy}" / "hc"
+        save_fold(model, ModelConfig.from_preset("kneel_tiny_hc", fold=0), stage / "fold_0")
+        keys.add(int8_cache_key([stage], None, FLOAT_MODULES))
+    assert len(keys) == 1

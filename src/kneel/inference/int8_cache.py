@@ -34,8 +34,17 @@ _META = "meta.json"
 
 
 def _hash_file(digest: hashlib._Hash, path: Path) -> None:
+    """The file's name and content into ``digest``; a safetensors header canonically (its metadata is written in a
+    random order, so the same weights saved twice differ in bytes)."""
     digest.update(path.name.encode() + b"\0")
     with open(path, "rb") as fh:
+        if path.suffix == ".safetensors":
+            size = fh.read(8)
+            header = fh.read(int.from_bytes(size, "little")) if len(size) == 8 else b""
+            try:
+                digest.update(json.dumps(json.loads(header), sort_keys=True).encode())
+            except ValueError:  # not a safetensors file after all: its bytes as they are
+                digest.update(size + header)
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
 
