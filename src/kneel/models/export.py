@@ -105,9 +105,15 @@ def _export_bytes(model: nn.Module, example: torch.Tensor, exporter: str, opset:
 
 
 def onnx_session(path_or_bytes: str | os.PathLike[str] | bytes, threads: int | None = None):  # noqa: ANN201
-    """An ONNX Runtime CPU session (``threads`` intra-op threads; default: runtime's choice)."""
+    """An ONNX Runtime CPU session (``threads`` intra-op threads; default: runtime's choice).
+
+    Without ONNX Runtime's CPU memory arena: an ensemble holds one session per fold, and each arena keeps the peak
+    activation memory of its own session, so ten paper-size int8 folds held 1.7 GB where they need 0.86 GB, at the
+    same speed (measured on the 2-core development machine, 5-fold stages, 450-px ROIs).
+    """
     _, ort = _onnx_modules()
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False
     if threads:
         options.intra_op_num_threads = threads
     source = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
