@@ -185,3 +185,30 @@ def test_duplicate_rows_and_a_missing_source_are_one_line_errors(tmp_path):
         measure(tmp_path / "t.csv")
     with pytest.raises(MeasureInputError, match="not found"):
         measure(tmp_path / "nothing.csv")
+
+
+def test_cli_truth_without_spacing_takes_each_films_spacing_from_the_predictions(tmp_path, capsys):
+    """A bare ground-truth table (file, side, landmark, x_px, y_px: what the synthetic cohorts and the published
+    annotations give) measured against predictions that know each film's spacing: the same films, the same spacing.
+    The two films have different spacings, so one shared value could not give zero bias on both."""
+    other = (0.2, 0.1)
+    truth = pd.DataFrame(_rows("d/a.dcm", "R") + _rows("d/b.dcm", "L", spacing=other))
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    pred = truth.copy()
+    pred["file"] = pred["file"].str.removeprefix("d/")
+    pred["row_mm"] = np.where(pred["file"] == "a.dcm", SPACING[0], other[0])
+    pred["col_mm"] = np.where(pred["file"] == "a.dcm", SPACING[1], other[1])
+    pred.to_csv(tmp_path / "pred.csv", index=False)
+    out = tmp_path / "out"
+    code = main(["measure", str(tmp_path / "pred.csv"), "--truth", str(tmp_path / "truth.csv"), "--samples", "0",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    stats = pd.read_csv(out / "agreement.csv").set_index("measurement")
+    assert (stats["n"] == 2).all()
+    assert stats.at["tibial_plateau_width_mm", "reference_mean"] == pytest.approx(EXPECTED["tibial_plateau_width_mm"])
+    assert stats["mad"].abs().max() == pytest.approx(0.0, abs=1e-9)
+    # without any spacing for the truth (the predictions have none either): a clear error, not an empty table
+    pred.drop(columns=["row_mm", "col_mm"]).to_csv(tmp_path / "bare.csv", index=False)
+    with pytest.raises(SystemExit, match="ground truth .* could be measured .*--images or --spacing"):
+        main(["measure", str(tmp_path / "bare.csv"), "--truth", str(tmp_path / "truth.csv"), "--samples", "0",
+              "--out", str(tmp_path / "out2")])  # fmt: skip

@@ -4,6 +4,9 @@ uncertainties; optionally their agreement with ground truth (``kneel.measure``).
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
 
 
 def spacing_arg(text: str) -> tuple[float, float]:
@@ -82,9 +85,46 @@ def run(args: argparse.Namespace) -> int:
             median_u = f"{unc.median():.3g}{unit}" if unc.notna().any() else "n/a"
             print(f"| {m.name} | {values.mean():.3g}{unit} | {values.std():.3g} | {median_u} |")
     if args.truth:
-        truth = measure(args.truth, images=args.images, spacing=args.spacing, samples=0)
+        with tempfile.TemporaryDirectory(prefix="kneel-measure-") as tmp:
+            truth_source = _truth_with_source_spacing(args.truth, table, Path(tmp), args.images, args.spacing)
+            truth = measure(truth_source, images=args.images, spacing=args.spacing, samples=0)
+        missing = truth["status"] != "ok"
+        if missing.all():
+            why = truth["status"].iloc[0] if len(truth) else "no knees"
+            raise SystemExit(f"kneel measure: error: no knee of the ground truth {args.truth} could be measured "
+                             f"({why}); pass --images or --spacing")  # fmt: skip
+        for file, side, status in truth.loc[missing, ["file", "side", "status"]].itertuples(index=False):
+            print(f"  ground truth {file} {side}: {status}")
         paths += write_agreement(table, truth, args.out, title=f"{args.source} vs {args.truth}")
         print((paths[-2]).read_text(encoding="utf-8"))
     for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def _truth_with_source_spacing(truth: str, measured: Any, tmp: Path, images: Any, spacing: Any) -> str:
+    """The ground-truth table with each film's spacing from the measured source when the table has none and neither
+    ``--images`` nor ``--spacing`` is given: the truth of a ``kneel predict`` folder is usually a bare landmark table
+    of the same films, and those films' spacing is already known from the predictions."""
+    import pandas as pd
+
+    path = Path(truth)
+    if images is not None or spacing is not None or not path.is_file():
+        return truth
+    try:
+        table = pd.read_csv(path, dtype={"file": str})
+    except (OSError, ValueError):
+        return truth  # measure() names the problem
+    known = measured.loc[measured["row_mm"].notna(), ["file", "row_mm", "col_mm"]].drop_duplicates("file")
+    if "file" not in table or {"row_mm", "col_mm"} <= set(table.columns) or known.empty:
+        return truth
+    keyed = known.assign(key=known["file"].map(_stem)).drop(columns="file").drop_duplicates("key")
+    merged = table.assign(key=table["file"].map(_stem)).merge(keyed, on="key", how="left").drop(columns="key")
+    out = tmp / "truth_with_spacing.csv"
+    merged.to_csv(out, index=False)
+    return str(out)
+
+
+def _stem(file: str) -> str:
+    """Films paired by name without folder and extension (as the agreement pairs knees)."""
+    return Path(str(file)).stem
