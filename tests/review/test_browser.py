@@ -141,3 +141,70 @@ def test_keyboard_accept_flag_undo_and_screenshot(page, tmp_path):
     page.wait_for_timeout(500)
     page.screenshot(path=str(tmp_path / "review.png"))
     assert (tmp_path / "review.png").stat().st_size > 10_000
+
+
+def drop_knees(pred_dir: Path, keep: dict[str, set[str]]) -> None:
+    """Remove predicted knees (as if kneel had not found them): ``keep`` maps a film key to the sides it keeps."""
+    from kneel.inference.outputs import OutputFolder
+
+    outputs = OutputFolder(pred_dir)
+    for prediction in list(outputs.iter_results()):
+        if prediction.file in keep:
+            prediction.knees = {s: k for s, k in prediction.knees.items() if s.value in keep[prediction.file]}
+            outputs.write_result(prediction)
+
+
+def test_adding_a_missing_knee_in_the_browser(pred_dir, cohort, tmp_path):
+    """Knees kneel did not find, added by hand: on a film with only the right knee, the left one is the right knee
+    mirrored about the film's centre line; on a film with no knee, the right knee is the published mean shape at the
+    film's spacing, centred in its half. Saved in original-image pixels, kept over a reload."""
+    spread_predictions(pred_dir, cohort)
+    films = sorted(p.name for p in cohort.glob("*.dcm") if p.name != "9999999.dcm")
+    one, none = films
+    drop_knees(pred_dir, {one: {"R"}, none: set()})
+    proc, url = start_review(pred_dir, tmp_path / "review.log")
+    try:
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(url + "/")
+            page.wait_for_selector("#films li")
+
+            ids = {f["file"]: f["id"] for f in request(f"{url}/api/films")[1]["films"]}
+
+            def open_film(file: str) -> dict:
+                key = ids[file]
+                page.click(f"#films li[data-id='{key}']")
+                page.wait_for_function(f"document.querySelector('#films li.current').dataset.id === {key!r}")
+                page.wait_for_function("!document.getElementById('add-knee').disabled")
+                return request(f"{url}/api/films/{quote(key)}")[1]
+
+            detail = open_film(one)
+            rows, cols = detail["shape"]
+            right = np.array(saved(url, ids[one], "R")["predicted_px"])
+            page.click("#add-knee")
+            page.wait_for_function("document.getElementById('knee-title').textContent.startsWith('knee L')")
+            page.wait_for_function("document.getElementById('message').textContent.includes('version 1')")
+            mirrored = np.column_stack([cols - 1 - right[:, 0], right[:, 1]])
+            review = saved(url, ids[one], "L")["review"]
+            assert review["status"] == "corrected"
+            np.testing.assert_allclose(np.array(review["landmarks_px"]), mirrored, atol=0.5)
+            page.reload()
+            page.wait_for_selector("#films li")
+            assert page.is_disabled("#add-knee") or open_film(one) is None  # both knees have landmarks now
+
+            detail = open_film(none)
+            rows, cols = detail["shape"]
+            page.click("#add-knee")
+            page.wait_for_function("document.getElementById('message').textContent.includes('version 1')")
+            got = np.array(saved(url, ids[none], "R")["review"]["landmarks_px"])
+            template = np.array(detail["template_mm"])
+            row_mm, col_mm = detail["spacing_mm"]
+            expected = np.column_stack(
+                [(cols - 1) / 4 + template[:, 0] / col_mm, (rows - 1) / 2 + template[:, 1] / row_mm]
+            )
+            np.testing.assert_allclose(got, np.clip(expected, 0, [cols - 1, rows - 1]), atol=0.5)
+            assert got[:, 0].max() < cols / 2  # in the right knee's half (the image's left)
+            browser.close()
+    finally:
+        stop(proc)
