@@ -44,3 +44,32 @@ def test_default_demo_is_precise_and_exact_geometry_wins(full_demo):
     assert len(joined) == len(errors) == 24 * 16
     assert abs((joined["error_mm"] <= joined["uncertainty_mm"]).mean() - 0.9) <= 0.05
     assert full_demo.report_html.is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_measure_and_crop_run_on_the_demos_predictions(full_demo, tmp_path):
+    """Issue 16's done-when: ``kneel measure`` (with the agreement against the synthetic truth, a bare landmark table
+    whose spacing comes from the predictions) and ``kneel crop`` on the demo's own prediction folder."""
+    import cv2
+    import numpy as np
+
+    from kneel.cli import main
+
+    root = full_demo.report_html.parent
+    preds, truth = root / "predictions" / "exact", root / "cohorts" / "test" / "ground_truth.csv"
+    assert main(["measure", str(preds), "--truth", str(truth), "--samples", "200", "--out", str(tmp_path / "m")]) == 0
+    table = pd.read_csv(tmp_path / "m" / "measurements.csv")
+    assert len(table) == 24 and (table["status"] == "ok").all()
+    stats = pd.read_csv(tmp_path / "m" / "agreement.csv").set_index("measurement")
+    assert (stats["n"] == 24).all()
+    assert stats.at["tibial_plateau_width_mm", "mad"] < 2.0  # measured 1.06 mm with an earlier demo's models
+
+    assert main(["crop", str(preds), "--level", "--out", str(tmp_path / "c")]) == 0
+    crops = pd.read_csv(tmp_path / "c" / "crops.csv", dtype={"file": str})
+    assert len(crops) == 24 and (crops["status"] == "ok").all()
+    image = cv2.imread(str(tmp_path / "c" / crops["crop"].iloc[0]), cv2.IMREAD_UNCHANGED)
+    assert image.dtype == np.uint16 and image.shape == (350, 350)
+    points = pd.read_csv(tmp_path / "c" / "landmarks.csv")
+    assert len(points) == 24 * 16
+    assert points[["x_px", "y_px"]].to_numpy().min() > 0 and points[["x_px", "y_px"]].to_numpy().max() < 350

@@ -45,7 +45,11 @@ def load_fold_table(data_dir: str | Path, n_folds: int) -> pd.DataFrame:
     table = read_folds(path)
     available = int(table["fold"].max()) + 1
     if n_folds > available:
-        raise ConfigError(f"folds: {n_folds} requested but the fold file has only {available}", path)
+        raise ConfigError(
+            f"folds: {n_folds} requested but the fold file has only {available}: add the override folds={available} "
+            f"to kneel train (`kneel train ... folds={available}`), or prepare with --folds {n_folds}",
+            path,
+        )
     if n_folds < 2 and available >= 2:
         raise ConfigError("folds: cross-validation needs at least 2 folds", path)
     table = table.copy()
