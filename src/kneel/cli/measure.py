@@ -108,6 +108,8 @@ def _truth_with_source_spacing(truth: str, measured: Any, tmp: Path, images: Any
     of the same films, and those films' spacing is already known from the predictions."""
     import pandas as pd
 
+    from kneel.measure.agreement import pair_tables
+
     path = Path(truth)
     if images is not None or spacing is not None or not path.is_file():
         return truth
@@ -115,16 +117,15 @@ def _truth_with_source_spacing(truth: str, measured: Any, tmp: Path, images: Any
         table = pd.read_csv(path, dtype={"file": str})
     except (OSError, ValueError):
         return truth  # measure() names the problem
-    known = measured.loc[measured["row_mm"].notna(), ["file", "row_mm", "col_mm"]].drop_duplicates("file")
-    if "file" not in table or {"row_mm", "col_mm"} <= set(table.columns) or known.empty:
+    if not {"file", "side"} <= set(table.columns) or {"row_mm", "col_mm"} <= set(table.columns):
         return truth
-    keyed = known.assign(key=known["file"].map(_stem)).drop(columns="file").drop_duplicates("key")
-    merged = table.assign(key=table["file"].map(_stem)).merge(keyed, on="key", how="left").drop(columns="key")
+    known = measured.loc[measured["row_mm"].notna(), ["file", "side", "row_mm", "col_mm"]]
+    if known.empty:
+        return truth
+    # the films paired by the agreement's own file-name rule, so that spacing and comparison pair the same knees
+    knees = table[["file", "side"]].drop_duplicates().astype({"file": str, "side": str})
+    paired = pair_tables(knees, known.astype({"file": str, "side": str}))[["file", "side", "row_mm", "col_mm"]]
+    merged = table.astype({"side": str}).merge(paired, on=["file", "side"], how="left")
     out = tmp / "truth_with_spacing.csv"
     merged.to_csv(out, index=False)
     return str(out)
-
-
-def _stem(file: str) -> str:
-    """Films paired by name without folder and extension (as the agreement pairs knees)."""
-    return Path(str(file)).stem
