@@ -78,9 +78,10 @@ def run(args: argparse.Namespace) -> int:
     )
     cal = result.calibration
     diag = cal.diagnostics
-    print(
-        f"calibrated on {result.knees} knees (difficulty model on {cal.n_fit}, conformal quantile on {cal.n_conformal})"
-    )
+    if cal.cross_folds:
+        print(f"calibrated on {result.knees} knees (conformal ratios cross-fitted over {cal.cross_folds} folds)")
+    else:
+        print(f"calibrated on {result.knees} knees (model on {cal.n_fit}, conformal quantile on {cal.n_conformal})")
     print(f"signals used: {', '.join(f'{s} (weight {w:.2f})' for s, w in zip(cal.signals, cal.weights, strict=True))}")
     for name, corr in diag.get("rank_correlation", {}).items():
         print(

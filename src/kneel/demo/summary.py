@@ -286,7 +286,12 @@ def uncertainty_section(paths: DemoPaths) -> tuple[pd.DataFrame, Path] | None:
             f"{report.flag_precision:.0%} of {report.flagged}" if report.flagged else "no knee flagged",
         ),
         ("95th percentile of the mean error of knees flagged 'ok'", f"{report.ok_p95_mean_error_mm:.2f} mm"),
-        ("calibration knees (fit / conformal)", f"{calibration.n_fit} / {calibration.n_conformal}"),
+        (
+            "calibration knees",
+            f"{calibration.n_knees} (cross-fitted, {calibration.cross_folds} folds)"
+            if calibration.cross_folds
+            else f"{calibration.n_fit} fit / {calibration.n_conformal} conformal",
+        ),
     ]
     frame = pd.DataFrame(rows, columns=["Uncertainty (held-out films, exact geometry)", "Value"])
     plot = plot_calibration(

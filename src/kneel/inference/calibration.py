@@ -1,39 +1,42 @@
 """Calibrated landmark uncertainty: a radius in mm that holds the true landmark with a stated probability.
 
 The pipeline measures five raw signals per landmark, all in mm (:data:`SIGNALS`): the spread of the fold models'
-predictions (``spread``), the radius of the soft-argmax heatmap about its mean (``heatmap``), how far the landmark
-moved between the first high-cost pass and the refined one (``refine_shift``), the distance between the
-predictions of the ROI and of its mirror image (``flip``), and the knee's residual from the mean published knee shape
-(``shape``, one value for the knee's 16 landmarks; the best single ranker of knees in docs/inference.md). None of them
-is a probability.
+predictions (``spread``), the radius of the soft-argmax heatmap about its mean (``heatmap``), how far the landmark moved
+between the first high-cost pass and the refined one (``refine_shift``), the distance between the predictions of the ROI
+and of its mirror image (``flip``), and the knee's residual from the mean published knee shape (``shape``, one value for
+the knee's 16 landmarks; the best single ranker of knees in docs/inference.md). None of them is a probability.
 
-Calibration turns them into one: on knees with known landmarks that the models never saw (a held-out annotated set
-run through the whole pipeline, :func:`fit_calibration`), a log-linear *difficulty model* predicts each landmark's
-typical error from the log of the signals (plus one offset per landmark), fitted by least squares on half of the
-knees; on the other half, the ratio ``error / predicted error`` is ranked and its conformal quantile at the stated
-coverage becomes the multiplier (split-conformal calibration with a normalised score, pooled over landmarks). The
-radius of a new landmark is ``multiplier x predicted error``: if the new knee is exchangeable with the calibration
-knees, the true landmark lies inside the radius with probability at least ``coverage`` (over landmarks and knees),
-and the radius is large where the signals say the prediction is hard.
+Calibration turns them into one: on knees with known landmarks that the models never saw (a held-out annotated set run
+through the whole pipeline, :func:`fit_calibration`), a log-linear *difficulty model* predicts each landmark's typical
+error from the log of the signals (plus one offset per landmark), fitted by least squares on all the knees; the ratio
+``error / predicted error`` of every knee is taken out of fold (cross-fitting: the knees are dealt into ``folds``
+groups, and each group's ratios come from a difficulty model fitted on the other groups), and the conformal quantile of
+all the ratios at the stated coverage becomes the multiplier (cross-conformal calibration with a normalised score,
+pooled over landmarks). The radius of a new landmark is ``multiplier x predicted error``: if the new knee is
+exchangeable with the calibration knees, the true landmark lies inside the radius about ``coverage`` of the time (over
+landmarks and knees), and the radius is large where the signals say the prediction is hard. Every knee serves both the
+difficulty model and the quantile, which matters with the few dozen knees users have: fitted on one random half instead
+(split conformal: calibrations written before cross-fitting, ``cross_folds`` 0), the model's ranking of knees depended
+on which half it got (docs/inference.md).
 
-Knee quality is about the whole knee, not one landmark at a time: the held-back knees' ratio vectors (16 ratios
-each, ``knee_ratios``) are kept, and a new knee's ``far_probability``, the chance that *any* of its landmarks lies
-``flag_radius_mm`` (5 mm by default: at that size a landmark is of little use for measurements) or more from the
+Knee quality is about the whole knee, not one landmark at a time: the calibration knees' out-of-fold ratio vectors (16
+ratios each, ``knee_ratios``) are kept, and a new knee's ``far_probability``, the chance that *any* of its landmarks
+lies ``flag_radius_mm`` (5 mm by default: at that size a landmark is of little use for measurements) or more from the
 truth, is estimated as the share of those vectors that would put one of its landmarks that far, given its predicted
-errors (``(1 + count) / (n + 1)``, on the safe side; the landmarks of a knee err together, and whole vectors keep
-that). Far-off landmarks are rare and, with models that err little, hard to foresee, so this probability rarely
-gets large; the flag therefore also marks the knees to review first: a knee is ``"uncertain"`` when its largest
-radius exceeds ``review_radius_mm`` (the radius that the least certain ``review_fraction`` of the calibration knees
-exceed, 20 % by default) or its ``far_probability`` exceeds ``flag_probability`` (``1 - coverage`` unless set).
-Calibrations written before ``knee_ratios`` existed flag a knee when any per-landmark radius exceeds
-``flag_radius_mm``.
+errors (``(1 + count) / (n + 1)``, on the safe side; the landmarks of a knee err together, and whole vectors keep that).
+Far-off landmarks are rare and, with models that err little, hard to foresee, so this probability rarely gets large; the
+flag therefore also marks the knees to review first: a knee is ``"uncertain"`` when its largest radius exceeds
+``review_radius_mm`` (the radius that the least certain ``review_fraction`` of the calibration knees exceed, 20 % by
+default) or its ``far_probability`` exceeds ``flag_probability`` (``1 - coverage`` unless set). Calibrations written
+before ``knee_ratios`` existed flag a knee when any per-landmark radius exceeds ``flag_radius_mm``.
 
-The calibration is stored with the model (``MODEL/calibration.json``); :class:`~kneel.inference.Predictor` applies
-it when present.
+The calibration is stored with the model (``MODEL/calibration.json``); :class:`~kneel.inference.Predictor` applies it
+when present.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -51,6 +54,7 @@ __all__ = [
     "SIGNALS",
     "CALIBRATION_FILE",
     "DEFAULT_COVERAGE",
+    "DEFAULT_CROSS_FOLDS",
     "DEFAULT_FLAG_RADIUS_MM",
     "DEFAULT_REVIEW_FRACTION",
     "PLOT_LEVELS",
@@ -67,6 +71,7 @@ CALIBRATION_FILE = "calibration.json"
 DEFAULT_COVERAGE = 0.9
 DEFAULT_FLAG_RADIUS_MM = 5.0
 DEFAULT_REVIEW_FRACTION = 0.2
+DEFAULT_CROSS_FOLDS = 5
 PLOT_LEVELS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 _FLOOR_MM = 0.05
 """Signals and errors below this (mm) are treated as this before taking logs (sub-pixel noise)."""
@@ -88,10 +93,11 @@ class Calibration:
     intercept: float
     offsets: list[float]
     multiplier: float
-    """Conformal quantile of ``error / predicted error`` on the held-back half."""
+    """Conformal quantile of the out-of-fold ``error / predicted error`` (of the held-back half when ``cross_folds``
+    is 0)."""
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM
     knee_ratios: list[list[float]] | None = None
-    """``error / predicted error`` of each held-back knee's 16 landmarks: the joint distribution behind
+    """Out-of-fold ``error / predicted error`` of each calibration knee's 16 landmarks: the joint distribution behind
     :meth:`far_probability` (``None`` in calibrations written before it existed)."""
     flag_probability: float | None = None
     """A knee is ``"uncertain"`` when its :meth:`far_probability` exceeds this (``None``: ``1 - coverage``)."""
@@ -104,6 +110,8 @@ class Calibration:
     n_knees: int = 0
     n_fit: int = 0
     n_conformal: int = 0
+    cross_folds: int = 0
+    """Cross-fitting folds of the conformal ratios (module docstring); 0: split conformal on a held-back half."""
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------------------ apply
@@ -233,6 +241,18 @@ def _design(signals: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
     return np.column_stack([onehot, *logs]) if logs else onehot
 
 
+def _fit_difficulty(
+    signals: Mapping[str, np.ndarray], errors: np.ndarray, names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares of log error on the log signals with one free offset per landmark: (16 offsets, weights).
+    A small ridge on the signal weights only keeps collinear signals stable."""
+    x = _design(signals, names)
+    y = np.log(np.maximum(np.asarray(errors, dtype=np.float64).reshape(-1), _FLOOR_MM))
+    penalty = np.diag([0.0] * NUM_LANDMARKS + [_RIDGE * len(y)] * len(names))
+    beta = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+    return beta[:NUM_LANDMARKS], beta[NUM_LANDMARKS:]
+
+
 def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     """The ``ceil((n + 1) coverage)``-th smallest score: the split-conformal threshold (inf if n is too small)."""
     s = np.sort(np.asarray(scores, dtype=np.float64))
@@ -268,9 +288,10 @@ def fit_calibration(
     flag_radius_mm: float = DEFAULT_FLAG_RADIUS_MM,
     flag_probability: float | None = None,
     review_fraction: float = DEFAULT_REVIEW_FRACTION,
+    folds: int = DEFAULT_CROSS_FOLDS,
     seed: int = 0,
 ) -> Calibration:
-    """Fit the difficulty model on half of the knees and the conformal multiplier on the other half.
+    """Fit the difficulty model on all the knees and the conformal multiplier on their out-of-fold ratios.
 
     Args:
         signals: name -> (N knees, 16) raw signal in mm (:data:`SIGNALS`; missing or all-NaN ones are left out).
@@ -282,12 +303,15 @@ def fit_calibration(
             ``1 - coverage``).
         review_fraction: share of the calibration knees (those with the largest radius) that the review rule flags;
             0 turns the rule off.
-        seed: seed of the random half split (by knee).
+        folds: cross-fitting folds (by knee) for the out-of-fold ratios; at most the number of knees.
+        seed: seed of the random deal of the knees into folds.
     """
     if not 0.0 < coverage < 1.0:
         raise CalibrationError(f"coverage must be between 0 and 1, not {coverage}")
     if flag_probability is not None and not 0.0 < flag_probability < 1.0:
         raise CalibrationError(f"flag_probability must be between 0 and 1, not {flag_probability}")
+    if folds < 2:
+        raise CalibrationError(f"folds must be at least 2, not {folds}")
     if not 0.0 <= review_fraction < 1.0:
         raise CalibrationError(f"review_fraction must be at least 0 and below 1, not {review_fraction}")
     err = np.asarray(errors, dtype=np.float64)
@@ -300,19 +324,13 @@ def fit_calibration(
     err = err[keep]
     sig = {s: np.asarray(signals[s], dtype=np.float64)[keep] for s in names}
     n = len(err)
-    need = math.ceil(1.0 / (1.0 - coverage))  # a finite conformal quantile needs n_conformal * 16 + 1 >= 1 / (1 - c)
-    if n < 4 or (n // 2) * NUM_LANDMARKS < need:
+    need = math.ceil(1.0 / (1.0 - coverage))  # a finite conformal quantile needs n * 16 + 1 >= 1 / (1 - c)
+    if n < 4 or n * NUM_LANDMARKS < need:
         raise CalibrationError(f"{n} usable knees are too few to calibrate (at least 4 needed)")
 
-    order = np.random.default_rng(seed).permutation(n)
-    fit_idx, conf_idx = np.sort(order[: n // 2]), np.sort(order[n // 2 :])
-    x_fit = _design({s: v[fit_idx] for s, v in sig.items()}, names)
-    y_fit = np.log(np.maximum(err[fit_idx].reshape(-1), _FLOOR_MM))
-    # Ridge on the signal weights only (the landmark offsets are free): keeps collinear signals stable.
-    penalty = np.diag([0.0] * NUM_LANDMARKS + [_RIDGE * len(y_fit)] * len(names))
-    beta = np.linalg.solve(x_fit.T @ x_fit + penalty, x_fit.T @ y_fit)
-    offsets, weights = beta[:NUM_LANDMARKS], beta[NUM_LANDMARKS:]
+    offsets, weights = _fit_difficulty(sig, err, names)
     intercept = float(np.mean(offsets))
+    folds = min(int(folds), n)
     calibration = Calibration(
         coverage=float(coverage),
         signals=list(names),
@@ -322,11 +340,18 @@ def fit_calibration(
         multiplier=1.0,
         flag_radius_mm=float(flag_radius_mm),
         n_knees=int(n),
-        n_fit=int(len(fit_idx)),
-        n_conformal=int(len(conf_idx)),
+        n_fit=int(n),
+        n_conformal=int(n),
+        cross_folds=folds,
     )
-    expected = calibration.expected_error_mm({s: v[conf_idx] for s, v in sig.items()})
-    ratios = err[conf_idx] / expected
+    # Out-of-fold ratios: each knee's error over the typical error that a model fitted without its fold predicts.
+    ratios = np.empty_like(err)
+    groups = np.array_split(np.random.default_rng(seed).permutation(n), folds)
+    for held in groups:
+        train = np.setdiff1d(np.arange(n), held)
+        o, w = _fit_difficulty({s: v[train] for s, v in sig.items()}, err[train], names)
+        fold_model = dataclasses.replace(calibration, weights=list(w), intercept=0.0, offsets=list(o))
+        ratios[held] = err[held] / fold_model.expected_error_mm({s: v[held] for s, v in sig.items()})
     calibration.multiplier = _conformal_quantile(ratios.reshape(-1), coverage)
     calibration.levels = {f"{c:g}": _conformal_quantile(ratios.reshape(-1), c) for c in PLOT_LEVELS}
     calibration.knee_ratios = [[float(r) for r in row] for row in ratios]
@@ -339,7 +364,7 @@ def fit_calibration(
     calibration.diagnostics = {
         "rank_correlation": signal_rank_correlations(sig, err),
         "calibrated_rank_correlation": signal_rank_correlations({"radius": radius}, err)["radius"],
-        "coverage_conformal_half": float(np.mean(err[conf_idx] <= radius[conf_idx])),
+        "coverage_out_of_fold": float(np.mean(ratios <= calibration.multiplier)),
         "review_radius_mm": calibration.review_radius_mm,
         "knees_flagged": float(
             np.mean([calibration.quality(r, p) == "uncertain" for r, p in zip(radius, far, strict=True)])
