@@ -21,7 +21,7 @@ Keys are stable across runs into the same folder: a file that already has a resu
 it had (:meth:`OutputFolder.stable_keys`), whatever other inputs a later run adds.
 
 Text cells that a spreadsheet would take for a formula are written with a leading ``'``
-(:func:`kneel.io.landmark_table.spreadsheet_safe`). Anything that cannot be written (read-only folder, disk full)
+(:func:`kneel.io.spreadsheet.spreadsheet_safe`). Anything that cannot be written (read-only folder, disk full)
 raises :class:`~kneel.errors.OutputError`: one line naming the file and the cause.
 """
 
@@ -45,7 +45,7 @@ from kneel.inference.discovery import InputFile
 from kneel.inference.presence import STATUS_FAILED
 from kneel.inference.results import CSV_COLUMNS, RadiographPrediction
 from kneel.io.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
-from kneel.io.landmark_table import spreadsheet_safe
+from kneel.io.spreadsheet import spreadsheet_safe
 
 __all__ = ["OutputFolder", "result_name", "STATUS_COLUMNS"]
 

@@ -9,8 +9,8 @@ the file and the first bad line.
 
 Text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
 return: a file name, or a DICOM string such as a UID, is under outside control) are written with a leading ``'``
-(:func:`spreadsheet_safe`, OWASP's advice); a cell that starts with ``'`` gets one more, so the reader takes exactly
-one off and every value reads back as written.
+(:mod:`kneel.io.spreadsheet`, OWASP's advice); a cell that starts with ``'`` gets one more, so the reader takes
+exactly one off and every value reads back as written.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pandas as pd
 
 from kneel.io.atomic import atomic_write_text
 from kneel.io.errors import AnnotationError
+from kneel.io.spreadsheet import from_spreadsheet_safe, spreadsheet_safe
 from kneel.landmarks import NUM_LANDMARKS
 
 __all__ = [
@@ -43,17 +44,6 @@ STRING_COLUMNS: tuple[str, ...] = ("file", "side", "name", "sop_instance_uid", "
 """Columns read as text even when they look like numbers (OAI file names are digits; UIDs are dotted digits)."""
 
 _SIDE_ORDER = {"R": 0, "L": 1}
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
-
-
-def spreadsheet_safe(text: str) -> str:
-    """``text`` with a leading ``'`` when a spreadsheet would take it for a formula (or it starts with ``'``)."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-def from_spreadsheet_safe(text: str) -> str:
-    """The value :func:`spreadsheet_safe` was given."""
-    return text[1:] if text.startswith("'") else text
 
 
 def _text_columns(df: pd.DataFrame, convert) -> pd.DataFrame:  # noqa: ANN001

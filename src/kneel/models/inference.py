@@ -49,7 +49,7 @@ def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(b)
     scale = gamma / torch.sqrt(var + bn.eps)
     dtype = conv.weight.dtype
-    conv.weight.copy_((w * scale.reshape(-1, 1, 1, 1)).to(dtype))
+    conv.weight.copy_(w.mul_(scale.reshape(-1, 1, 1, 1)))  # in place on the float64 copy; copy_ rounds once
     if conv.bias is None:
         conv.bias = nn.Parameter(torch.empty(w.shape[0], dtype=dtype, device=w.device))
     conv.bias.copy_(((b - mean) * scale + beta).to(dtype))
@@ -103,17 +103,22 @@ class FusedConv2d(nn.Module):
     Under CPU bfloat16 autocast the input and weights are cast to bfloat16, as autocast does for ``Conv2d``.
 
     Args:
-        conv: the source convolution (its weights are copied).
+        conv: the source convolution (its weights are copied unless ``share``).
         relu: apply ReLU to the output.
         residual: ``forward(x, other)`` returns ``conv(x) + other`` (a residual projection).
+        share: take the convolution's weight tensors themselves (for :func:`fuse_convolutions`, which discards the
+            convolution: no copy of every weight at start-up).
     """
 
-    def __init__(self, conv: nn.Conv2d, *, relu: bool = False, residual: bool = False) -> None:
+    def __init__(self, conv: nn.Conv2d, *, relu: bool = False, residual: bool = False, share: bool = False) -> None:
         super().__init__()
         if relu and residual:
             raise ValueError("a fused convolution applies either ReLU or the residual sum")
-        weight = conv.weight.detach().clone()
-        bias = conv.bias.detach().clone() if conv.bias is not None else torch.zeros(weight.shape[0])
+        weight = conv.weight.detach() if share else conv.weight.detach().clone()
+        if conv.bias is None:
+            bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        else:
+            bias = conv.bias.detach() if share else conv.bias.detach().clone()
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False)
         self.stride, self.padding = list(conv.stride), list(conv.padding)  # type: ignore[arg-type]
@@ -167,7 +172,7 @@ def fuse_convolutions(model: nn.Module) -> int:
         if isinstance(skip, nn.Sequential):
             parts = [m for m in skip if not isinstance(m, nn.Identity)]
             if len(parts) == 1 and isinstance(parts[0], nn.Conv2d):
-                module.skip = FusedConv2d(parts[0], residual=True)
+                module.skip = FusedConv2d(parts[0], residual=True, share=True)
                 count += 1
         if not isinstance(module, nn.Sequential):
             continue
@@ -180,7 +185,7 @@ def fuse_convolutions(model: nn.Module) -> int:
             while j < len(names) and isinstance(module._modules[names[j]], nn.Identity):
                 j += 1
             relu = j < len(names) and isinstance(module._modules[names[j]], nn.ReLU)
-            module._modules[name] = FusedConv2d(conv, relu=relu)
+            module._modules[name] = FusedConv2d(conv, relu=relu, share=True)
             if relu:
                 module._modules[names[j]] = nn.Identity()
             count += 1

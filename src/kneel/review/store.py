@@ -37,7 +37,7 @@ import numpy as np
 
 from kneel.errors import KneelError, OutputError
 from kneel.io.atomic import atomic_writer
-from kneel.io.landmark_table import from_spreadsheet_safe, spreadsheet_safe
+from kneel.io.spreadsheet import from_spreadsheet_safe, spreadsheet_safe
 from kneel.landmarks import NUM_LANDMARKS, KneeSide
 
 try:  # POSIX: a lock shared with other processes (two servers on one folder)
