@@ -246,3 +246,29 @@ def test_a_config_that_does_not_describe_the_weights_allocates_nothing(tmp_path)
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("kneel.errors.ModelError:") and "config.json does not describe these weights" in last
     assert "shape: layer1.0.weight (" in last
+
+
+def test_skeletons_skip_the_random_init_and_only_there(tmp_path: Path):
+    """load_fold builds its meta skeleton without the random initialisation (half the build time at start-up) and
+    still loads every tensor; a network built anywhere else, before or after, is initialised as usual."""
+    from kneel.models.blocks import BatchNorm2d, Conv2d, skipping_init
+
+    model = _model(0)
+    fold_dir = save_fold(model, ModelConfig.from_preset(PRESET), tmp_path / "fold_0")
+    calls: list[str] = []
+    conv_init, bn_init = torch.nn.Conv2d.reset_parameters, torch.nn.BatchNorm2d.reset_parameters
+    try:  # count the initialisations that reach PyTorch's own layers
+        torch.nn.Conv2d.reset_parameters = lambda self: calls.append("conv")  # type: ignore[method-assign]
+        torch.nn.BatchNorm2d.reset_parameters = lambda self: calls.append("bn")  # type: ignore[method-assign]
+        loaded, _ = load_fold(fold_dir)
+        assert calls == []
+        with skipping_init():
+            Conv2d(2, 3, 3)
+        Conv2d(2, 3, 3), BatchNorm2d(3)
+        assert calls == ["conv", "bn"]  # only the layers built outside the context
+    finally:
+        torch.nn.Conv2d.reset_parameters, torch.nn.BatchNorm2d.reset_parameters = conv_init, bn_init
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    fresh = BatchNorm2d(4)
+    assert torch.equal(fresh.weight, torch.ones(4)) and torch.equal(fresh.running_var, torch.ones(4))

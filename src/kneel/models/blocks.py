@@ -9,6 +9,9 @@ The reference's "1x1" convolutions inside the residual blocks and the skip branc
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -16,6 +19,9 @@ from torch import nn
 
 __all__ = [
     "BlockKind",
+    "Conv2d",
+    "BatchNorm2d",
+    "skipping_init",
     "conv_bn",
     "SqueezeExcitation",
     "MultiScaleResidual",
@@ -25,10 +31,43 @@ __all__ = [
 
 BlockKind = Literal["multiscale", "regular"]
 
+_SKIP_INIT: ContextVar[bool] = ContextVar("kneel_skip_init", default=False)
+
+
+@contextlib.contextmanager
+def skipping_init() -> Iterator[None]:
+    """Build networks without their random initialisation, in this thread or task only.
+
+    For skeletons that only receive stored weights (:func:`kneel.models.weights.load_fold` builds on the meta device
+    and assigns the file's tensors): the initialisation is half the build time, ten paper-size folds 0.7 -> 0.3 s.
+    A layer built inside is left uninitialised; everything else (training, ``build_model``) initialises as usual.
+    """
+    token = _SKIP_INIT.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_INIT.reset(token)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose random initialisation :func:`skipping_init` can skip (same parameters and state_dict)."""
+
+    def reset_parameters(self) -> None:
+        if not _SKIP_INIT.get():
+            super().reset_parameters()
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose initialisation :func:`skipping_init` can skip (same parameters and state_dict)."""
+
+    def reset_parameters(self) -> None:
+        if not _SKIP_INIT.get():
+            super().reset_parameters()
+
 
 def conv_bn(n_inp: int, n_out: int, *, relu: bool = True) -> nn.Sequential:
     """3x3 convolution (padding 1, with bias) then BatchNorm, then ReLU when ``relu``; indices 0, 1, 2."""
-    layers: list[nn.Module] = [nn.Conv2d(n_inp, n_out, kernel_size=3, padding=1, bias=True), nn.BatchNorm2d(n_out)]
+    layers: list[nn.Module] = [Conv2d(n_inp, n_out, kernel_size=3, padding=1, bias=True), BatchNorm2d(n_out)]
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
@@ -47,9 +86,9 @@ class SqueezeExcitation(nn.Module):
         hidden = max(channels // ratio, 1)
         self.scorer = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, hidden, kernel_size=1),
+            Conv2d(channels, hidden, kernel_size=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, kernel_size=1),
+            Conv2d(hidden, channels, kernel_size=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

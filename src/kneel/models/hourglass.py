@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kneel.models._registry import Preset, register_preset
-from kneel.models.blocks import BlockKind, conv_bn, make_block
+from kneel.models.blocks import BatchNorm2d, BlockKind, Conv2d, conv_bn, make_block
 
 __all__ = ["Hourglass", "SoftArgmax2D", "HourglassNet", "MIN_INPUT_SIZE", "heatmap_size"]
 
@@ -202,8 +202,8 @@ class HourglassNet(nn.Module):
             return make_block(block, i, o, se=se, se_ratio=se_ratio)
 
         self.layer1 = nn.Sequential(
-            nn.Conv2d(n_inputs, n, kernel_size=7, stride=2, padding=3, bias=True),
-            nn.BatchNorm2d(n),
+            Conv2d(n_inputs, n, kernel_size=7, stride=2, padding=3, bias=True),
+            BatchNorm2d(n),
             nn.ReLU(inplace=True),
             blk(n, 2 * n),
             nn.MaxPool2d(2),
@@ -226,7 +226,7 @@ class HourglassNet(nn.Module):
             nn.Dropout2d(dropout),
             conv_bn(8 * n, 4 * n),
         )
-        self.out_block = nn.Sequential(nn.Conv2d(4 * n, n_outputs, kernel_size=1, bias=True))
+        self.out_block = nn.Sequential(Conv2d(4 * n, n_outputs, kernel_size=1, bias=True))
         self.sagm = SoftArgmax2D(beta)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 
 from kneel.errors import ConfigError, KneelError, ModelError
 from kneel.models._registry import get_preset, list_presets
+from kneel.models.blocks import skipping_init
 from kneel.models.hourglass import HourglassNet
 
 if TYPE_CHECKING:
@@ -268,7 +269,7 @@ def load_fold(fold_dir: str | os.PathLike[str], device: str | torch.device = "cp
     """
     config = read_config(fold_dir)
     state, path = read_weights(fold_dir)
-    with torch.device("meta"):
+    with torch.device("meta"), skipping_init():  # every tensor comes from the file: no random initialisation
         skeleton = build_model(config)
     problems = _state_mismatch(skeleton, state)
     if problems:
