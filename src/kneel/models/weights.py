@@ -253,7 +253,10 @@ def read_weights(fold_dir: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     unreadable."""
     path = Path(fold_dir) / WEIGHTS_NAME
     try:
-        return safetensors.torch.load_file(str(path), device="cpu"), path
+        # Read, not memory-mapped: the tensors of a mapped file keep the whole mapping alive (and BatchNorm folding
+        # copies its pages on write), which held ~16 MB per paper-size fold beside the optimised weights; reading
+        # gives each tensor its own memory (ten folds: 356 -> 212 MB resident after optimisation, and faster).
+        return safetensors.torch.load(path.read_bytes()), path
     except FileNotFoundError:
         raise ModelError(f"no {WEIGHTS_NAME}", path) from None
     except (SafetensorError, OSError, ValueError) as exc:
