@@ -84,6 +84,16 @@ def test_int8_ensemble_stays_close_to_fp32(int8_and_fp32) -> None:
     torch.testing.assert_close(radius, ref_radius, atol=0.03, rtol=0)
 
 
+def test_int8_ensemble_lets_the_float32_convolutions_go(int8_and_fp32) -> None:
+    """An int8 ensemble keeps of each float32 fold only its soft-argmax (memory: ten paper-size folds held ~170 MB of
+    float32 weights that the quantised graphs replace); the fp32 ensemble keeps whole networks."""
+    int8, fp32 = int8_and_fp32
+    assert len(int8) == len(fp32) == 2
+    assert all(not any(isinstance(m, torch.nn.Conv2d) for m in fold.modules()) for fold in int8.models)
+    assert sum(p.numel() for fold in int8.models for p in fold.parameters()) < 10
+    assert sum(p.numel() for fold in fp32.models for p in fold.parameters()) > 10_000
+
+
 def test_int8_graph_keeps_entry_top_level_mixer_and_output_float(folds) -> None:
     import onnx
 
