@@ -20,7 +20,8 @@ MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
 def test_reduced_demo_writes_report_with_finite_numbers(tmp_path: Path):
     from kneel.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(train_images=16, test_images=2, folds=2, lc_epochs=1, hc_epochs=1, workers=1)
+    # one network per fold: the pipeline's mechanics, not its precision (members are tested in tests/training)
+    settings = DemoSettings(train_images=16, test_images=2, folds=2, hc_members=1, lc_epochs=1, hc_epochs=1, workers=1)
     log = io.StringIO()
     result = run_demo(tmp_path / "demo", settings, progress=False, stream=log)
 

@@ -13,6 +13,7 @@ _OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("test_images", int, "held-out test films"),
     ("calibration_images", int, "films that calibrate the uncertainty radius"),
     ("folds", int, "cross-validation folds"),
+    ("hc_members", int, "high-cost networks per fold, each from its own seed (their spread ranks the errors)"),
     ("lc_epochs", int, "low-cost training epochs"),
     ("hc_epochs", int, "high-cost training epochs"),
     ("lc_val_from", int, "validate the low-cost folds from this epoch on (and after the first)"),

@@ -161,6 +161,7 @@ def run_demo(
             overrides=[
                 f"epochs={epochs}",
                 f"folds={settings.folds}",
+                f"members={settings.hc_members if stage == 'hc' else 1}",
                 "num_threads=0",
                 f"fold_processes={settings.fold_processes}",
                 f"val_from={settings.lc_val_from if stage == 'lc' else settings.hc_val_from}",
@@ -173,7 +174,7 @@ def run_demo(
         if result.oof_predictions is None:
             raise DemoError(f"training the {stage} stage wrote no out-of-fold predictions", result.stage_dir)
         return {
-            "folds": len(result.folds),
+            "folds": len(result.folds),  # networks: folds x members
             "best_val_mean_mm": [float(f.best.get("val_mean_mm", float("nan"))) for f in result.folds],
             "config": str(config),
         }
@@ -184,12 +185,14 @@ def run_demo(
             "config": cfg,
             "config_text": find_config(cfg).read_text(encoding="utf-8"),
             "folds": settings.folds,
+            **({"members": settings.hc_members} if stage == "hc" and settings.hc_members > 1 else {}),
             "epochs": settings.lc_epochs if stage == "lc" else settings.hc_epochs,
             "val_from": settings.lc_val_from if stage == "lc" else settings.hc_val_from,
         }
         runner.run(
             f"train_{stage}",
             f"train the {stage.upper()} model ({cfg}, {settings.folds} folds"
+            + (f" x {settings.hc_members} members" if stage == "hc" and settings.hc_members > 1 else "")
             + (", initialised from LC)" if stage == "hc" else ")"),
             params,
             lambda s=stage, p=params: train(s, p),

@@ -303,6 +303,7 @@ def uncertainty_section(paths: DemoPaths) -> tuple[pd.DataFrame, Path] | None:
 def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunner) -> tuple[Path, Path]:
     """Write ``report.html`` and ``summary.md`` in the demo folder; returns their paths."""
     out = paths.out
+    members = f" × {settings.hc_members} HC networks each" if settings.hc_members > 1 else ""
     headline = headline_table(paths)
     learned = _learned_statements(paths, runner)
     comparison = _exact_vs_reference(paths)
@@ -351,8 +352,8 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         f"({cohorts.get('synth_train', {}).get('knees', '?')} knees); held-out test cohort: "
         f"{cohorts.get('synth_test', {}).get('films', '?')} films ({cohorts.get('synth_test', {}).get('knees', '?')} "
         f"knees), shapes drawn from disjoint halves of the published annotations. Models: {settings.lc_config}, "
-        f"{settings.hc_config}, {settings.folds} folds, {settings.lc_epochs} / {settings.hc_epochs} epochs, HC "
-        f"initialised from LC. The held-out films go through the whole pipeline (LC knee centres, HC landmarks, "
+        f"{settings.hc_config}, {settings.folds} folds{members}, {settings.lc_epochs} / {settings.hc_epochs} epochs, "
+        f"HC initialised from LC. The held-out films go through the whole pipeline (LC knee centres, HC landmarks, "
         f"{settings.folds}-fold ensembles)."
     )
     doc.heading("Headline numbers")
@@ -446,7 +447,7 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
     doc.code(
         f"kneel demo --out {out} --train-images {settings.train_images} --test-images {settings.test_images} "
         f"--lc-epochs {settings.lc_epochs} --hc-epochs {settings.hc_epochs} --folds {settings.folds} "
-        f"--seed {settings.seed}"
+        f"--hc-members {settings.hc_members} --seed {settings.seed}"
     )
     html = doc.write(out / "report.html")
 
@@ -458,7 +459,7 @@ def write_demo_report(paths: DemoPaths, settings: DemoSettings, runner: StepRunn
         f"> {SYNTHETIC_NOTE}",
         "",
         f"Training cohort {cohorts.get('synth_train', {}).get('films', '?')} synthetic films, held-out cohort "
-        f"{cohorts.get('synth_test', {}).get('films', '?')} films; tiny models ({settings.folds} folds, "
+        f"{cohorts.get('synth_test', {}).get('films', '?')} films; tiny models ({settings.folds} folds{members}, "
         f"{settings.lc_epochs}/{settings.hc_epochs} epochs, LC → HC transfer), CPU only.",
         "",
         to_markdown(headline),

@@ -18,6 +18,7 @@ from kneel.models.inference import Precision, autocast, fold_batchnorm, optimize
 from kneel.models.weights import (
     ModelConfig,
     build_model,
+    fold_dir_name,
     fold_dirs,
     load_fold,
     load_pretrained,
@@ -44,6 +45,7 @@ __all__ = [
     "load_stage",
     "load_pretrained",
     "fold_dirs",
+    "fold_dir_name",
     "FoldEnsemble",
     "Backend",
     "Precision",

@@ -37,6 +37,7 @@ __all__ = [
     "load_stage",
     "build_model",
     "fold_dirs",
+    "fold_dir_name",
     "load_state_dict_into",
     "load_pretrained",
     "read_config",
@@ -51,7 +52,8 @@ _CROP_RANGE = (8, 4096)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 STAGES = ("lc", "hc")
-_FOLD_RE = re.compile(r"^fold_(\d+)$")
+_FOLD_RE = re.compile(r"^fold_(\d+)(?:_m(\d+))?$")
+"""``fold_<k>`` (member 0, the fold's network) or ``fold_<k>_m<j>`` (member ``j`` of a deep ensemble, ``members``)."""
 
 
 @dataclass
@@ -303,8 +305,13 @@ def load_pretrained(
     return sorted(keep)
 
 
+def fold_dir_name(fold: int, member: int = 0) -> str:
+    """The folder of one trained network: ``fold_<k>``, or ``fold_<k>_m<j>`` for member ``j >= 1`` of the fold."""
+    return f"fold_{fold}" if member == 0 else f"fold_{fold}_m{member}"
+
+
 def fold_dirs(stage_dir: str | os.PathLike[str]) -> list[Path]:
-    """The ``fold_<k>`` sub-folders holding a model, sorted by k."""
+    """The ``fold_<k>`` (and member ``fold_<k>_m<j>``) sub-folders holding a model, sorted by fold, then member."""
     root = Path(stage_dir)
     if not root.is_dir():
         raise ModelError("model stage folder not found", root)
@@ -312,10 +319,10 @@ def fold_dirs(stage_dir: str | os.PathLike[str]) -> list[Path]:
     for child in root.iterdir():
         m = _FOLD_RE.match(child.name)
         if m and child.is_dir() and (child / CONFIG_NAME).is_file():
-            found.append((int(m.group(1)), child))
+            found.append((int(m.group(1)), int(m.group(2) or 0), child))
     if not found:
         raise ModelError(f"no fold_<k>/{CONFIG_NAME} folders", root)
-    return [p for _, p in sorted(found)]
+    return [p for _, _, p in sorted(found)]
 
 
 def load_stage(

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kneel.errors import ConfigError, ModelError, option
-from kneel.models.weights import WEIGHTS_NAME, read_weights
+from kneel.models.weights import WEIGHTS_NAME, fold_dirs, read_weights
 
 __all__ = [
     "load_fold_table",
@@ -166,12 +166,27 @@ def transfer_weights(model: nn.Module, source_fold_dir: Path, exclude: Sequence[
 
 
 def merge_oof_tables(stage_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Concatenate every ``fold_<k>/oof_*.csv`` of a stage (predictions, ground truth)."""
+    """Concatenate every ``fold_<k>/oof_*.csv`` of a stage (predictions, ground truth).
+
+    With several members per fold (``fold_<k>_m<j>``, config ``members``) a knee's out-of-fold prediction is the
+    mean of its fold's members, as the stage predicts it (same rows and columns as with one member).
+    """
     preds, gts = [], []
-    for fold_dir in sorted(stage_dir.glob("fold_*")):
+    try:
+        dirs = fold_dirs(stage_dir)
+    except ModelError:
+        dirs = []
+    for fold_dir in dirs:
         if (fold_dir / OOF_PREDICTIONS).is_file() and (fold_dir / OOF_GROUND_TRUTH).is_file():
             preds.append(pd.read_csv(fold_dir / OOF_PREDICTIONS, dtype={"file": str, "side": str}))
             gts.append(pd.read_csv(fold_dir / OOF_GROUND_TRUTH, dtype={"file": str, "side": str}))
     if not preds:
         return pd.DataFrame(), pd.DataFrame()
-    return pd.concat(preds, ignore_index=True), pd.concat(gts, ignore_index=True)
+    pred, gt = pd.concat(preds, ignore_index=True), pd.concat(gts, ignore_index=True)
+    key = ["file", "side", "landmark"]
+    if pred.duplicated(key).any():  # members: average their coordinates, keep every other column
+        coords = ["x_px", "y_px", "x_mm", "y_mm"]
+        others = [c for c in pred.columns if c not in coords]
+        pred = pred.groupby(others, sort=False, as_index=False, dropna=False)[coords].mean()[list(pred.columns)]
+        gt = gt.drop_duplicates(key, ignore_index=True)
+    return pred, gt

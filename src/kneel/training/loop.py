@@ -40,7 +40,7 @@ from kneel.training.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from kneel.training.config import TrainConfig, apply_overrides, dump_config, load_config
+from kneel.training.config import TrainConfig, apply_overrides, dump_config, load_config, member_config
 from kneel.training.cv import (
     OOF_GROUND_TRUTH,
     OOF_PREDICTIONS,
@@ -73,13 +73,14 @@ class TrainingError(KneelError):
 
 @dataclass
 class FoldResult:
-    """What one fold's training produced."""
+    """What one fold's training produced (one network: the fold's, or one member of its ensemble)."""
 
     fold: int
     fold_dir: Path
     best_epoch: int
     best_val_loss: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    member: int = 0
 
     @property
     def best(self) -> dict[str, Any]:
@@ -453,12 +454,15 @@ def _train_fold(
     transfer_src: Path | None,
     resume: bool,
     progress: bool,
+    member: int = 0,
 ) -> FoldResult:
     from kneel.data.augment import Augmentation, AugmentationConfig
     from kneel.data.datasets import LandmarkDataset
-    from kneel.models import ModelConfig, create_model, load_fold, save_fold
+    from kneel.models import ModelConfig, create_model, fold_dir_name, load_fold, save_fold
 
-    fold_dir = stage_dir / f"fold_{fold}"
+    config = member_config(config, member)
+    fold_dir = stage_dir / fold_dir_name(fold, member)
+    member_tag = f" member {member}" if member else ""
     ckpt_path = fold_dir / LAST_CHECKPOINT
     state = load_checkpoint(ckpt_path) if resume and ckpt_path.is_file() else None
     if state is not None:
@@ -542,7 +546,7 @@ def _train_fold(
 
     log = MetricsLog(
         fold_dir / "metrics.csv",
-        stage_dir / "tensorboard" / f"fold_{fold}" if config.tensorboard else None,
+        stage_dir / "tensorboard" / fold_dir.name if config.tensorboard else None,
         enabled=ctx.is_main,
         purge_step=start_epoch + 1 if state is not None else None,
     )
@@ -573,7 +577,7 @@ def _train_fold(
                 worker_init_fn=_worker_init,
                 generator=generator,
             )
-            desc = f"{config.stage} fold {fold} epoch {epoch + 1}/{config.epochs}"
+            desc = f"{config.stage} fold {fold}{member_tag} epoch {epoch + 1}/{config.epochs}"
             train_loss = runner.train_epoch(loader, np.random.default_rng(seed), desc, progress, lr)
             lr = runner.optimizer.param_groups[0]["lr"]
             if runner.swa is not None:
@@ -612,6 +616,7 @@ def _train_fold(
                         "val_mean_mm": row["val_mean_mm"],
                         "transferred_from": transferred_from,
                         MIRROR_KEY: augment_mirrors(config.augment),
+                        **({"member": member, "seed": config.seed} if config.members > 1 else {}),
                     }
                     save_fold(runner.eval_model, model_config, fold_dir)
                 save_checkpoint(
@@ -646,7 +651,7 @@ def _train_fold(
         _write_table(oof_pred, fold_dir / OOF_PREDICTIONS)
         _write_table(oof_gt, fold_dir / OOF_GROUND_TRUTH)
     ctx.barrier()
-    return FoldResult(fold, fold_dir, best_epoch, best_val_loss, history)
+    return FoldResult(fold, fold_dir, best_epoch, best_val_loss, history, member)
 
 
 def _fold_process(
@@ -659,12 +664,13 @@ def _fold_process(
     transfer_src: Path | None,
     resume: bool,
     threads: int,
+    member: int = 0,
 ) -> FoldResult:
-    """One fold in a child process of :func:`_train_folds_in_processes` (CPU, no process group)."""
+    """One fold (member) in a child process of :func:`_train_folds_in_processes` (CPU, no process group)."""
     torch.set_num_threads(threads)
     _set_determinism(config, torch.device("cpu"))
     ctx = DistributedContext(device=torch.device("cpu"))
-    return _train_fold(ctx, config, geometry, data, stage_dir, fold, subjects, transfer_src, resume, False)
+    return _train_fold(ctx, config, geometry, data, stage_dir, fold, subjects, transfer_src, resume, False, member)
 
 
 def _train_folds_in_processes(
@@ -673,11 +679,11 @@ def _train_folds_in_processes(
     geometry: Geometry,
     data: Path,
     stage_dir: Path,
-    jobs: list[tuple[int, tuple[list[int], list[int]]]],
+    jobs: list[tuple[int, int, tuple[list[int], list[int]]]],
     transfer_src: Path | None,
     resume: bool,
 ) -> list[FoldResult]:
-    """Train ``jobs`` (fold, subjects) ``processes`` at a time in fresh (spawned) processes; fold order kept."""
+    """Train ``jobs`` (fold, member, subjects) ``processes`` at a time in fresh (spawned) processes; order kept."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -685,8 +691,10 @@ def _train_folds_in_processes(
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         futures = [
-            pool.submit(_fold_process, config, geometry, data, stage_dir, fold, subjects, transfer_src, resume, threads)
-            for fold, subjects in jobs
+            pool.submit(
+                _fold_process, config, geometry, data, stage_dir, fold, subjects, transfer_src, resume, threads, member
+            )
+            for fold, member, subjects in jobs
         ]
         return [f.result() for f in futures]
 
@@ -740,17 +748,21 @@ def train(
         transfer_src = find_transfer_source(config.init_from, out, init_from)
         if transfer_src is not None:
             check_transfer_folds(transfer_src, table, selected)
+        from kneel.models import fold_dir_name
+
+        jobs = [(fold, member, split_subjects(table, fold)) for fold in selected for member in range(config.members)]
         if resume:  # every fold's checkpoint, before anything (the resolved config too) is overwritten
-            for fold in selected:
-                ckpt = stage_dir / f"fold_{fold}" / LAST_CHECKPOINT
+            for fold, member, _ in jobs:
+                ckpt = stage_dir / fold_dir_name(fold, member) / LAST_CHECKPOINT
                 if ckpt.is_file():
-                    check_resume_config(load_checkpoint(ckpt).get("config"), config.to_dict(), ckpt)
+                    check_resume_config(
+                        load_checkpoint(ckpt).get("config"), member_config(config, member).to_dict(), ckpt
+                    )
         if ctx.is_main:
             stage_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(stage_dir / RESOLVED_CONFIG, dump_config(config))
             atomic_write_text(stage_dir / "folds.csv", table.to_csv(index=False))
         ctx.barrier()
-        jobs = [(fold, split_subjects(table, fold)) for fold in selected]
         processes = min(config.fold_processes, len(jobs))
         if processes > 1 and not ctx.distributed and ctx.device.type == "cpu":
             results = _train_folds_in_processes(
@@ -758,8 +770,10 @@ def train(
             )
         else:
             results = [
-                _train_fold(ctx, config, geometry, data, stage_dir, fold, subjects, transfer_src, resume, progress)
-                for fold, subjects in jobs
+                _train_fold(
+                    ctx, config, geometry, data, stage_dir, fold, subjects, transfer_src, resume, progress, member
+                )
+                for fold, member, subjects in jobs
             ]
         result = TrainResult(stage_dir, config, results)
         if ctx.is_main:
