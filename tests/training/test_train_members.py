@@ -97,3 +97,22 @@ def test_training_curves_list_members_after_their_fold(members_run) -> None:
 def test_members_must_be_positive(prepared_data: Path, tmp_path: Path, tiny_hc: Path, fast: list[str]) -> None:
     with pytest.raises(ConfigError, match="members"):
         train(tiny_hc, prepared_data, tmp_path, overrides=[*fast, "members=0"], progress=False)
+
+
+def test_resume_with_more_members_adds_them_and_a_smaller_run_warns_about_them(
+    members_run, tmp_path: Path, tiny_hc: Path, prepared_data: Path, fast: list[str]
+) -> None:
+    """``members`` may grow under ``--resume``: the finished network stays as it is, the new member is the seed + 1
+    network. Training fewer members into that folder afterwards warns that the extra member would join the ensemble."""
+    import shutil
+
+    root, _ = members_run
+    out = tmp_path / "model"
+    shutil.copytree(root / "s42", out)
+    before = (out / "hc/fold_0/metrics.csv").read_bytes()
+    common = [*fast, "num_threads=1", "init_from=null"]
+    train(tiny_hc, prepared_data, out, overrides=[*common, "members=2"], folds=[0], resume=True, progress=False)
+    assert (out / "hc/fold_0/metrics.csv").read_bytes() == before  # not trained again
+    assert _same(_weights(out / "hc/fold_0_m1"), _weights(root / "s43/hc/fold_0"))
+    with pytest.warns(UserWarning, match="fold_0_m1: a member of an earlier run"):
+        train(tiny_hc, prepared_data, out, overrides=common, folds=[0], resume=True, progress=False)

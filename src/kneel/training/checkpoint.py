@@ -34,10 +34,12 @@ __all__ = [
 
 LAST_CHECKPOINT = "last.pt"
 
-RESUME_MAY_DIFFER = ("description", "num_workers", "tensorboard", "cache_images", "fold_processes")
+RESUME_MAY_DIFFER = ("description", "num_workers", "tensorboard", "cache_images", "fold_processes", "members")
 """Config keys a resumed run may change, because none changes what is computed: the description is text, loader
 workers only move data loading to other processes (every random draw is seeded per item and epoch), TensorBoard
-files are an extra log, and the image cache keeps the same decoded images in memory instead of re-reading them.
+files are an extra log, the image cache keeps the same decoded images in memory instead of re-reading them, and
+``members`` only says how many networks a fold has (each member's own training does not depend on it: raising it
+with ``--resume`` adds members beside the finished ones).
 Everything else (``num_threads`` too: the thread count is part of bit-reproducibility on CPU) must match."""
 
 _MISSING = object()

@@ -699,6 +699,25 @@ def _train_folds_in_processes(
         return [f.result() for f in futures]
 
 
+def _warn_about_stale_members(stage_dir: Path, folds: Sequence[int], members: int) -> None:
+    """Warn about member folders of these folds beyond ``members`` (an earlier run's): prediction loads every network
+    of the stage, so they would join the ensemble."""
+    from kneel.models.weights import fold_dirs
+
+    try:
+        found = fold_dirs(stage_dir)
+    except KneelError:
+        return
+    for path in found:
+        fold, _, member = path.name.removeprefix("fold_").partition("_m")
+        if int(fold) in folds and member and int(member) >= members:
+            warnings.warn(
+                f"{path}: a member of an earlier run (members={members} now); prediction loads every network of "
+                "the stage, so remove it unless it belongs to this ensemble",
+                stacklevel=3,
+            )
+
+
 # ---------------------------------------------------------------------------------------------------------- entry
 def train(
     config: TrainConfig | str | Path,
@@ -751,6 +770,7 @@ def train(
         from kneel.models import fold_dir_name
 
         jobs = [(fold, member, split_subjects(table, fold)) for fold in selected for member in range(config.members)]
+        _warn_about_stale_members(stage_dir, selected, config.members)
         if resume:  # every fold's checkpoint, before anything (the resolved config too) is overwritten
             for fold, member, _ in jobs:
                 ckpt = stage_dir / fold_dir_name(fold, member) / LAST_CHECKPOINT
