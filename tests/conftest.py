@@ -38,7 +38,8 @@ def annotations_dir(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def full_demo(tmp_path_factory):
-    """The default ``kneel demo`` (as ``make demo`` runs it), once per test session: 9-11 minutes on 2 cores.
+    """The default ``kneel demo`` (as ``make demo`` runs it), once per test session: about 20 minutes on 2 cores (tests
+    that may run it first carry a 3600 s timeout).
 
     Its trained tiny fold models are the project's evidence that training works, and they serve the end-to-end
     inference test. ``KNEEL_DEMO_DIR`` points at an existing demo folder to reuse it (finished steps are reused).

@@ -15,7 +15,7 @@ import pytest
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(3600)
 def test_default_demo_is_precise_and_exact_geometry_wins(full_demo):
     exact = full_demo.headline["exact geometry"]
     reference = full_demo.headline["reference geometry"]
@@ -47,7 +47,7 @@ def test_default_demo_is_precise_and_exact_geometry_wins(full_demo):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)
+@pytest.mark.timeout(3600)
 def test_measure_and_crop_run_on_the_demos_predictions(full_demo, tmp_path):
     """Issue 16's done-when: ``kneel measure`` (with the agreement against the synthetic truth, a bare landmark table
     whose spacing comes from the predictions) and ``kneel crop`` on the demo's own prediction folder."""

@@ -172,6 +172,7 @@ def non_knee_set(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # may train the default demo first (trained_model)
 def test_non_knee_set_gives_no_landmarks(trained_model, non_knee_set, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["predict", str(non_knee_set), "--model", str(trained_model), "--out", str(out), "--workers", "0",
@@ -187,6 +188,7 @@ def test_non_knee_set_gives_no_landmarks(trained_model, non_knee_set, tmp_path, 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # may train the default demo first (trained_model)
 def test_synthetic_knees_are_kept_and_empty_halves_refused(trained_model, tmp_path):
     """Held-out synthetic films: bilateral, one knee on a full-width film, single-knee films 18-27 cm wide."""
     from kneel.synth import generate_cohort
