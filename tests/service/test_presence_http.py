@@ -50,6 +50,7 @@ def http_cases(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # may train the default demo first (trained_server)
 @pytest.mark.parametrize("case", ["ct", "noise", "shin", "natural", "tibia"])
 def test_no_knee_gives_no_landmarks_on_both_endpoints(trained_server, http_cases, case):
     payload = {"dicom": _b64(http_cases[case])}
@@ -65,6 +66,7 @@ def test_no_knee_gives_no_landmarks_on_both_endpoints(trained_server, http_cases
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # may train the default demo first (trained_server)
 def test_knees_are_kept_and_force_overrides(trained_server, http_cases):
     payload = {"dicom": _b64(http_cases["bilateral"])}
     reference = httpx.post(f"{trained_server}/kneel/predict/bilateral", json=payload, timeout=120)
