@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         choices=sorted(DEMO_PRESETS),
         default="tiny",
-        help="named settings (default %(default)s: the 10-minute demo; small: the sub-millimetre width-16 models, "
+        help="named settings (default %(default)s: the ~20-minute demo; small: the sub-millimetre width-16 models, "
         "about 41 minutes on 2 cores); the options below override single settings",
     )
     for name, kind, text in _OPTIONS:

@@ -41,7 +41,8 @@ class DemoError(KneelError):
 class DemoSettings:
     """Everything that decides the demo's numbers (recorded in each step's stamp).
 
-    Defaults fit the 10-minute budget on a 2-core CPU; raise the sizes and epochs for better models.
+    Defaults take about 20 minutes on a 2-core CPU (8.6 with one high-cost network per fold, `hc_members=1`); raise
+    the sizes and epochs for better models.
     """
 
     train_images: int = 400
