@@ -12,7 +12,6 @@ epoch is not judged.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +105,9 @@ def read_histories(run_dir: str | os.PathLike[str]) -> list[FoldHistory]:
 
 def _fold_number(name: str) -> tuple[int, int]:
     """(fold, member) of ``fold_<k>`` or ``fold_<k>_m<j>``; (-1, 0) for other names."""
-    numbers = [int(part) for part in re.findall(r"\d+", name)]
-    return (numbers[0], numbers[1] if len(numbers) > 1 else 0) if numbers else (-1, 0)
+    from kneel.models.weights import fold_and_member
+
+    return fold_and_member(name) or (-1, 0)
 
 
 def history_table(histories: list[FoldHistory]) -> pd.DataFrame:

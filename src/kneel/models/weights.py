@@ -38,6 +38,7 @@ __all__ = [
     "build_model",
     "fold_dirs",
     "fold_dir_name",
+    "fold_and_member",
     "load_state_dict_into",
     "load_pretrained",
     "read_config",
@@ -310,6 +311,12 @@ def fold_dir_name(fold: int, member: int = 0) -> str:
     return f"fold_{fold}" if member == 0 else f"fold_{fold}_m{member}"
 
 
+def fold_and_member(name: str) -> tuple[int, int] | None:
+    """``(fold, member)`` of a network folder's name (:func:`fold_dir_name`), ``None`` for any other name."""
+    m = _FOLD_RE.match(name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+
+
 def fold_dirs(stage_dir: str | os.PathLike[str]) -> list[Path]:
     """The ``fold_<k>`` (and member ``fold_<k>_m<j>``) sub-folders holding a model, sorted by fold, then member."""
     root = Path(stage_dir)
@@ -317,9 +324,9 @@ def fold_dirs(stage_dir: str | os.PathLike[str]) -> list[Path]:
         raise ModelError("model stage folder not found", root)
     found = []
     for child in root.iterdir():
-        m = _FOLD_RE.match(child.name)
-        if m and child.is_dir() and (child / CONFIG_NAME).is_file():
-            found.append((int(m.group(1)), int(m.group(2) or 0), child))
+        key = fold_and_member(child.name)
+        if key and child.is_dir() and (child / CONFIG_NAME).is_file():
+            found.append((*key, child))
     if not found:
         raise ModelError(f"no fold_<k>/{CONFIG_NAME} folders", root)
     return [p for _, _, p in sorted(found)]

@@ -702,15 +702,15 @@ def _train_folds_in_processes(
 def _warn_about_stale_members(stage_dir: Path, folds: Sequence[int], members: int) -> None:
     """Warn about member folders of these folds beyond ``members`` (an earlier run's): prediction loads every network
     of the stage, so they would join the ensemble."""
-    from kneel.models.weights import fold_dirs
+    from kneel.models.weights import fold_and_member, fold_dirs
 
     try:
         found = fold_dirs(stage_dir)
     except KneelError:
         return
     for path in found:
-        fold, _, member = path.name.removeprefix("fold_").partition("_m")
-        if int(fold) in folds and member and int(member) >= members:
+        fold, member = fold_and_member(path.name) or (-1, 0)
+        if fold in folds and member >= members:
             warnings.warn(
                 f"{path}: a member of an earlier run (members={members} now); prediction loads every network of "
                 "the stage, so remove it unless it belongs to this ensemble",
